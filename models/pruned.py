@@ -1,0 +1,186 @@
+"""A standalone, truly pruned transformer (GPT-2 or Llama family), nanoGPT style.
+
+Removed heads' Q/K/V/O rows are gone; their mean contribution is a per-position bias. An attention
+block or MLP with nothing left is a constant (T, d) and its norm is skipped. Shapes: B batch, T positions,
+d model width, nq/nkv kept query/KV heads, hd head size.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PrunedConfig:
+    arch: str  # "gpt2" | "llama"
+    d_model: int
+    d_mlp: int
+    n_heads: int  # of the full model
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    eps: float
+    rope_theta: float | None
+    n_positions: int  # longest input the folded per-position constants cover
+    heads: list[list[int]]  # kept query heads per layer (original indices)
+    mlps: list[bool]  # MLP kept, per layer
+    scheme: str = "mean"  # what removed components were replaced with: "mean" | "zero"
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    n_wpe: int = 0  # learned position table size (gpt2)
+    tied: bool = True  # lm_head shares the token embedding
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.heads)
+
+    def kv_heads(self, layer: int) -> list[int]:
+        """K/V heads still needed: one goes only when every query head sharing it is gone."""
+        group = self.n_heads // self.n_kv_heads
+        return sorted({h // group for h in self.heads[layer]})
+
+    def has_attn_bias(self, layer: int) -> bool:
+        """A folded constant is needed for removed heads' means, or for the o bias of an emptied block."""
+        heads = self.heads[layer]
+        return (self.scheme == "mean" and len(heads) < self.n_heads) or (self.o_bias and not heads)
+
+    def has_mlp_const(self, layer: int) -> bool:
+        return self.scheme == "mean" and not self.mlps[layer]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm(cfg: PrunedConfig) -> nn.Module:
+    if cfg.arch == "gpt2":
+        return nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+    return nn.RMSNorm(cfg.d_model, eps=cfg.eps)
+
+
+def rope_cos_sin(cfg: PrunedConfig, t: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF Llama's default RoPE tables, (T, hd) each."""
+    hd = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
+    freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv)  # (T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class Attention(nn.Module):
+    """Causal attention over the kept heads only; GQA by gathering each query head's K/V head."""
+
+    def __init__(self, cfg: PrunedConfig, layer: int):
+        super().__init__()
+        heads, kv = cfg.heads[layer], cfg.kv_heads(layer)
+        group = cfg.n_heads // cfg.n_kv_heads
+        self.nq, self.nkv, self.hd = len(heads), len(kv), cfg.head_dim
+        d = cfg.d_model
+        self.q = nn.Linear(d, self.nq * self.hd, bias=cfg.qkv_bias)
+        self.k = nn.Linear(d, self.nkv * self.hd, bias=cfg.qkv_bias)
+        self.v = nn.Linear(d, self.nkv * self.hd, bias=cfg.qkv_bias)
+        self.o = nn.Linear(self.nq * self.hd, d, bias=cfg.o_bias)
+        kv_index = [kv.index(h // group) for h in heads]
+        self.register_buffer("kv_index", torch.tensor(kv_index, dtype=torch.long), persistent=False)
+        self.gather = kv_index != list(range(self.nq))
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.nq, self.hd).transpose(1, 2)  # (B, nq, T, hd)
+        k = self.k(x).view(b, t, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v(x).view(b, t, self.nkv, self.hd).transpose(1, 2)
+        if rope is not None:
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
+        if self.gather:
+            k, v = k.index_select(1, self.kv_index), v.index_select(1, self.kv_index)  # (B, nq, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nq, T, hd)
+        return self.o(y.transpose(1, 2).reshape(b, t, self.nq * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: PrunedConfig):
+        super().__init__()
+        self.llama = cfg.arch == "llama"
+        self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if self.llama else None
+        self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
+        self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.llama:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: PrunedConfig, layer: int):
+        super().__init__()
+        has_attn = bool(cfg.heads[layer])
+        self.ln1 = _norm(cfg) if has_attn else None
+        self.attn = Attention(cfg, layer) if has_attn else None
+        self.ln2 = _norm(cfg) if cfg.mlps[layer] else None
+        self.mlp = MLP(cfg) if cfg.mlps[layer] else None
+        # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (T, d) each.
+        const = lambda need: torch.zeros(cfg.n_positions, cfg.d_model) if need else None  # noqa: E731
+        self.register_buffer("attn_bias", const(cfg.has_attn_bias(layer)))
+        self.register_buffer("mlp_const", const(cfg.has_mlp_const(layer)))
+
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+        t = x.shape[1]
+        if self.attn is not None:
+            x = x + self.attn(self.ln1(x), rope)
+        if self.attn_bias is not None:
+            x = x + self.attn_bias[:t]
+        if self.mlp is not None:
+            x = x + self.mlp(self.ln2(x))
+        elif self.mlp_const is not None:
+            x = x + self.mlp_const[:t]
+        return x
+
+
+class PrunedModel(nn.Module):
+    def __init__(self, cfg: PrunedConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.n_wpe, cfg.d_model) if cfg.arch == "gpt2" else None
+        self.blocks = nn.ModuleList(Block(cfg, l) for l in range(cfg.n_layers))
+        self.ln_f = _norm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tied:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T) token ids -> logits (B, T, V), or (B, V) at the last position."""
+        t = ids.shape[1]
+        if t > self.cfg.n_positions:
+            raise ValueError(f"input of {t} tokens; this pruned model covers {self.cfg.n_positions}")
+        x = self.wte(ids)  # (B, T, d)
+        if self.wpe is not None:
+            x = x + self.wpe.weight[:t]
+        rope = None
+        if self.cfg.rope_theta is not None:
+            rope = rope_cos_sin(self.cfg, t, x.device, x.dtype)
+        for block in self.blocks:
+            x = block(x, rope)
+        if last_only:
+            x = x[:, -1]
+        return self.lm_head(self.ln_f(x))
+
+
+EMBEDDINGS = ("wte.weight", "wpe.weight", "lm_head.weight")
+
+
+def count_params(model: PrunedModel) -> dict[str, int]:
+    """Non-embedding weights, the folded constants, and their sum (what the paper's cut compares)."""
+    weights = sum(p.numel() for n, p in model.named_parameters() if n not in EMBEDDINGS)
+    consts = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("attn_bias", "mlp_const")))
+    return {"weights": weights, "constants": consts, "non_embedding": weights + consts}

@@ -1,0 +1,98 @@
+"""True pruning: copy a HF model's kept weights into a PrunedModel and fold removed parts into constants."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from models import arch
+from models.ablation import Means
+from models.pruned import PrunedConfig, PrunedModel
+from models.types import Component
+
+
+def pruned_config(model: nn.Module, removed: Iterable[Component], means: Means, meta: dict | None = None):
+    s = arch.check_supported(model)
+    removed = set(removed)
+    heads = [[h for h in range(s.n_heads) if Component(l, h) not in removed] for l in range(s.n_layers)]
+    mlps = [Component(l) not in removed for l in range(s.n_layers)]
+    w = arch.attn_weights(arch.blocks(model)[0], s)
+    m = arch.mlp_weights(arch.blocks(model)[0], s)
+    emb = arch.embeddings(model, s)
+    return PrunedConfig(
+        arch=s.arch, d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+        head_dim=s.head_dim, vocab_size=s.vocab_size, eps=s.eps, rope_theta=s.rope_theta,
+        n_positions=means.n_positions, heads=heads, mlps=mlps, scheme=means.scheme,
+        qkv_bias=w["bq"] is not None, o_bias=w["bo"] is not None, mlp_bias=m["b_in"] is not None,
+        n_wpe=0 if emb["wpe"] is None else emb["wpe"].shape[0],
+        tied=emb["lm_head"].data_ptr() == emb["wte"].data_ptr(), meta=dict(meta or {}))
+
+
+def _head_rows(heads: list[int], hd: int) -> torch.Tensor:
+    """Row indices of the given heads in a (n*hd, ·) weight."""
+    return torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads]) if heads else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def _copy_attention(dst, w: dict, cfg: PrunedConfig, layer: int) -> None:
+    q_rows = _head_rows(cfg.heads[layer], cfg.head_dim)
+    kv_rows = _head_rows(cfg.kv_heads(layer), cfg.head_dim)
+    for name, rows in (("q", q_rows), ("k", kv_rows), ("v", kv_rows)):
+        getattr(dst, name).weight.copy_(w[f"W{name}"][rows])
+        if cfg.qkv_bias:
+            getattr(dst, name).bias.copy_(w[f"b{name}"][rows])
+    dst.o.weight.copy_(w["Wo"][:, q_rows])
+    if cfg.o_bias:
+        dst.o.bias.copy_(w["bo"])
+
+
+@torch.no_grad()
+def _attn_constant(w: dict, cfg: PrunedConfig, means: Means, layer: int) -> torch.Tensor:
+    """(T, d): the summed mean output of this layer's removed heads, plus the o bias if no head is left."""
+    gone = [h for h in range(cfg.n_heads) if h not in cfg.heads[layer]]
+    t, hd = means.n_positions, cfg.head_dim
+    z = means.z[layer][:, gone].reshape(t, len(gone) * hd).to(w["Wo"])  # (T, n_gone*hd)
+    const = z @ w["Wo"][:, _head_rows(gone, hd)].T  # (T, d)
+    if w["bo"] is not None and not cfg.heads[layer]:
+        const = const + w["bo"]
+    return const
+
+
+@torch.no_grad()
+def _copy_mlp(dst, m: dict, cfg: PrunedConfig) -> None:
+    pairs = [("up", "in"), ("down", "out")] + ([("gate", "gate")] if cfg.arch == "llama" else [])
+    for mine, theirs in pairs:
+        getattr(dst, mine).weight.copy_(m[f"W_{theirs}"])
+        if cfg.mlp_bias:
+            getattr(dst, mine).bias.copy_(m[f"b_{theirs}"])
+
+
+@torch.no_grad()
+def prune(model: nn.Module, removed: Iterable[Component], means: Means, meta: dict | None = None) -> PrunedModel:
+    """A standalone PrunedModel whose logits equal `model` run under `ablated(model, removed, means)`."""
+    cfg = pruned_config(model, removed, means, meta)
+    s = arch.shape_of(model)
+    ref = next(model.parameters())
+    out = PrunedModel(cfg).to(device=ref.device, dtype=ref.dtype)
+    emb = arch.embeddings(model, s)
+    out.wte.weight.copy_(emb["wte"])
+    if out.wpe is not None:
+        out.wpe.weight.copy_(emb["wpe"])
+    if not cfg.tied:
+        out.lm_head.weight.copy_(emb["lm_head"])
+    out.ln_f.load_state_dict(emb["ln_f"].state_dict())
+    for l, (src, dst) in enumerate(zip(arch.blocks(model), out.blocks)):
+        w = arch.attn_weights(src, s)
+        ln1, ln2 = arch.norms(src, s)
+        if dst.attn is not None:
+            _copy_attention(dst.attn, w, cfg, l)
+            dst.ln1.load_state_dict(ln1.state_dict())
+        if dst.attn_bias is not None:
+            dst.attn_bias.copy_(_attn_constant(w, cfg, means, l))
+        if dst.mlp is not None:
+            _copy_mlp(dst.mlp, arch.mlp_weights(src, s), cfg)
+            dst.ln2.load_state_dict(ln2.state_dict())
+        elif dst.mlp_const is not None:
+            dst.mlp_const.copy_(means.mlp[l])
+    return out.eval().requires_grad_(False)

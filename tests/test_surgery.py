@@ -1,0 +1,97 @@
+"""The central invariant: a pruned model's logits equal the hook-ablated full model's."""
+import random
+
+import pytest
+import torch
+
+from models.ablation import collect_means, hooked_logits
+from models.io import load_pruned, save_pruned
+from models.pruned import count_params
+from models.surgery import prune
+from models.types import BenchError, Component
+from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
+
+MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
+
+
+def random_removed(model, seed: int) -> set[Component]:
+    """A random circuit that always includes a layer with no heads and a layer with every head."""
+    rng = random.Random(seed)
+    n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    removed = {Component(l, h) for l in range(n_layers) for h in range(n_heads) if rng.random() < 0.5}
+    removed |= {Component(l) for l in range(n_layers) if rng.random() < 0.5}
+    removed |= {Component(seed % n_layers, h) for h in range(n_heads)}  # an emptied attention block
+    removed -= {Component((seed + 1) % n_layers, h) for h in range(n_heads)}  # an untouched one
+    return removed
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_equals_hook_ablated(arch, scheme, seed):
+    model = MODELS[arch](seed)
+    means = collect_means(model, tiny_ids(8, 10, seed=100 + seed), scheme)
+    removed = random_removed(model, seed)
+    ids = tiny_ids(5, 10, seed=seed)
+    ref = hooked_logits(model, ids, removed, means, last_only=False)
+    pruned = prune(model, removed, means)
+    assert torch.allclose(pruned(ids), ref, atol=1e-4, rtol=0)
+    assert torch.allclose(pruned(ids, last_only=True), ref[:, -1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_unpruned_matches_hf(arch):
+    model = MODELS[arch]()
+    ids = tiny_ids()
+    pruned = prune(model, set(), collect_means(model, ids, "mean"))
+    assert torch.allclose(pruned(ids), model(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_everything_removed_is_a_constant_model():
+    model = tiny_llama()
+    n_layers, n_heads = 3, 6
+    removed = {Component(l, h) for l in range(n_layers) for h in range(n_heads)} | {Component(l) for l in range(3)}
+    means = collect_means(model, tiny_ids(seed=3), "mean")
+    pruned = prune(model, removed, means)
+    assert all(b.attn is None and b.mlp is None and b.ln1 is None for b in pruned.blocks)
+    ids = tiny_ids()
+    assert torch.allclose(pruned(ids), hooked_logits(model, ids, removed, means, last_only=False), atol=1e-4)
+
+
+def test_gqa_kv_head_goes_only_with_its_whole_group():
+    model = tiny_llama(n_head=6, n_kv=2)  # groups: heads 0-2 -> kv 0, heads 3-5 -> kv 1
+    means = collect_means(model, tiny_ids(), "mean")
+    keep_one = prune(model, {Component(0, h) for h in (0, 1, 3, 4)}, means)
+    assert keep_one.blocks[0].attn.nkv == 2 and keep_one.blocks[0].attn.nq == 2
+    drop_group = prune(model, {Component(0, h) for h in (0, 1, 2, 4)}, means)
+    attn = drop_group.blocks[0].attn
+    assert attn.nkv == 1 and attn.nq == 2 and attn.k.weight.shape == (8, 48)
+
+
+def test_parameter_count_shrinks_by_the_removed_slices():
+    model = tiny_gpt2()
+    means = collect_means(model, tiny_ids(), "zero")
+    full = count_params(prune(model, set(), means))["weights"]
+    one_head = count_params(prune(model, {Component(0, 0)}, means))["weights"]
+    d, hd = 32, 8
+    assert full - one_head == 3 * (d * hd + hd) + hd * d  # Q, K, V rows with biases, and O columns
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_save_and_load_gives_identical_logits(arch, tmp_path):
+    model = MODELS[arch]()
+    means = collect_means(model, tiny_ids(), "mean")
+    pruned = prune(model, random_removed(model, 1), means)
+    save_pruned(pruned, tmp_path, circuit={"task": "x"})
+    again, manifest = load_pruned(tmp_path)
+    ids = tiny_ids(seed=5)
+    assert torch.equal(again(ids), pruned(ids))
+    assert manifest["circuit"] == {"task": "x"}
+
+
+def test_corrupt_manifest_is_one_clear_error(tmp_path):
+    model = tiny_gpt2()
+    save_pruned(prune(model, set(), collect_means(model, tiny_ids(), "zero")), tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BenchError, match="corrupt"):
+        load_pruned(tmp_path)

@@ -1,0 +1,35 @@
+"""Tiny randomly initialised HF models: the GPT-2 and Llama (GQA) code paths, nothing downloaded."""
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+VOCAB = 97
+
+
+def tiny_gpt2(seed: int = 0, n_layer: int = 3, n_head: int = 4) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=8 * n_head, n_layer=n_layer, n_head=n_head, bos_token_id=0, eos_token_id=0,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.2)
+    return _randomise(GPT2LMHeadModel(cfg))
+
+
+def tiny_llama(seed: int = 0, n_layer: int = 3, n_head: int = 6, n_kv: int = 2) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=n_layer,
+                      num_attention_heads=n_head, num_key_value_heads=n_kv, head_dim=8,
+                      max_position_embeddings=64, rope_theta=10000.0, tie_word_embeddings=True,
+                      initializer_range=0.2)
+    return _randomise(LlamaForCausalLM(cfg))
+
+
+def _randomise(model):
+    """HF inits biases and norm weights to constants; perturb them so every weight matters."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln" in name or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval().requires_grad_(False)
+
+
+def tiny_ids(n: int = 6, t: int = 10, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (n, t), generator=g)

@@ -184,3 +184,20 @@ def count_params(model: PrunedModel) -> dict[str, int]:
     weights = sum(p.numel() for n, p in model.named_parameters() if n not in EMBEDDINGS)
     consts = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("attn_bias", "mlp_const")))
     return {"weights": weights, "constants": consts, "non_embedding": weights + consts}
+
+
+def count_params_of(cfg: PrunedConfig) -> dict[str, int]:
+    """`count_params` from the config alone, without building the model (cheap enough for every step)."""
+    d, hd, dm = cfg.d_model, cfg.head_dim, cfg.d_mlp
+    norm = 2 * d if cfg.arch == "gpt2" else d
+    weights, consts = norm, 0  # ln_f
+    for layer, heads in enumerate(cfg.heads):
+        nq, nkv = len(heads), len(cfg.kv_heads(layer))
+        if nq:
+            weights += norm + d * hd * (nq + 2 * nkv) + nq * hd * d
+            weights += hd * (nq + 2 * nkv) * cfg.qkv_bias + d * cfg.o_bias
+        if cfg.mlps[layer]:
+            n_in = 2 if cfg.arch == "llama" else 1
+            weights += norm + (n_in + 1) * d * dm + (n_in * dm + d) * cfg.mlp_bias
+        consts += cfg.n_positions * d * (cfg.has_attn_bias(layer) + cfg.has_mlp_const(layer))
+    return {"weights": weights, "constants": consts, "non_embedding": weights + consts}

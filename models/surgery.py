@@ -8,7 +8,7 @@ from torch import nn
 
 from models import arch
 from models.ablation import Means
-from models.pruned import PrunedConfig, PrunedModel
+from models.pruned import Block, PrunedConfig, PrunedModel
 from models.types import Component
 
 
@@ -83,16 +83,23 @@ def prune(model: nn.Module, removed: Iterable[Component], means: Means, meta: di
         out.lm_head.weight.copy_(emb["lm_head"])
     out.ln_f.load_state_dict(emb["ln_f"].state_dict())
     for l, (src, dst) in enumerate(zip(arch.blocks(model), out.blocks)):
-        w = arch.attn_weights(src, s)
-        ln1, ln2 = arch.norms(src, s)
-        if dst.attn is not None:
-            _copy_attention(dst.attn, w, cfg, l)
-            dst.ln1.load_state_dict(ln1.state_dict())
-        if dst.attn_bias is not None:
-            dst.attn_bias.copy_(_attn_constant(w, cfg, means, l))
-        if dst.mlp is not None:
-            _copy_mlp(dst.mlp, arch.mlp_weights(src, s), cfg)
-            dst.ln2.load_state_dict(ln2.state_dict())
-        elif dst.mlp_const is not None:
-            dst.mlp_const.copy_(means.mlp[l])
+        fill_block(dst, src, s, cfg, means, l)
     return out.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def fill_block(dst: Block, src: nn.Module, s: arch.Shape, cfg: PrunedConfig, means: Means, layer: int) -> Block:
+    """Copy layer `layer` of a HF model into a pruned Block built from `cfg`."""
+    w = arch.attn_weights(src, s)
+    ln1, ln2 = arch.norms(src, s)
+    if dst.attn is not None:
+        _copy_attention(dst.attn, w, cfg, layer)
+        dst.ln1.load_state_dict(ln1.state_dict())
+    if dst.attn_bias is not None:
+        dst.attn_bias.copy_(_attn_constant(w, cfg, means, layer))
+    if dst.mlp is not None:
+        _copy_mlp(dst.mlp, arch.mlp_weights(src, s), cfg)
+        dst.ln2.load_state_dict(ln2.state_dict())
+    elif dst.mlp_const is not None:
+        dst.mlp_const.copy_(means.mlp[layer])
+    return dst

@@ -6,7 +6,7 @@ import torch
 
 from models.ablation import collect_means, hooked_logits
 from models.io import load_pruned, save_pruned
-from models.pruned import count_params
+from models.pruned import count_params, count_params_of
 from models.surgery import prune
 from models.types import BenchError, Component
 from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
@@ -95,3 +95,13 @@ def test_corrupt_manifest_is_one_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(BenchError, match="corrupt"):
         load_pruned(tmp_path)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", ["mean", "zero"])
+def test_counting_from_config_matches_the_built_model(arch, scheme):
+    model = MODELS[arch]()
+    means = collect_means(model, tiny_ids(), scheme)
+    for seed in range(3):
+        pruned = prune(model, random_removed(model, seed), means)
+        assert count_params_of(pruned.cfg) == count_params(pruned)

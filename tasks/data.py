@@ -1,0 +1,192 @@
+"""Seeded, disjoint patching/val/test splits of a task, as a Lightning data module and a torchmetrics accuracy."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics import Metric
+
+from models.types import BenchError
+from tasks import get_task
+from tasks.base import Example, Task, Tokenizer
+
+SPLITS = ("patching", "val", "test")
+DEFAULT_N = {"patching": 100, "val": 100, "test": 200}
+FIELDS = ("prompt", "answer", "input_ids", "target")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: examples that all have the same token length."""
+
+    name: str
+    examples: tuple[Example, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", tuple(self.examples))
+        if not self.examples:
+            raise BenchError(f"split {self.name!r} is empty; ask for at least 1 example")
+        if len({len(e.input_ids) for e in self.examples}) != 1:
+            raise BenchError(f"split {self.name!r} mixes prompt lengths; re-create it with `bench extract`")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.tensor([e.input_ids for e in self.examples], dtype=torch.long)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.tensor([e.target for e in self.examples], dtype=torch.long)
+
+    def to_jsonl(self, path: str | Path) -> None:
+        lines = (json.dumps({"prompt": e.prompt, "answer": e.answer, "input_ids": list(e.input_ids),
+                             "target": e.target}) for e in self.examples)
+        Path(path).write_text("".join(line + "\n" for line in lines))
+
+    @classmethod
+    def from_jsonl(cls, name: str, path: str | Path) -> "Split":
+        path = Path(path)
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if not rows:
+                raise ValueError("no examples")
+            return cls(name, tuple(_example(row) for row in rows))
+        except FileNotFoundError:
+            raise BenchError(f"{path} does not exist; re-create the splits with `bench extract`") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+            raise BenchError(f"{path} is corrupt ({type(e).__name__}: {e}); "
+                             "re-create it with `bench extract`") from None
+
+
+def _example(row: dict) -> Example:
+    if not isinstance(row, dict) or set(row) != set(FIELDS):
+        raise ValueError(f"expected a JSON object with keys {', '.join(FIELDS)}")
+    ids = tuple(_int(i) for i in row["input_ids"])
+    if not ids or not isinstance(row["prompt"], str) or not isinstance(row["answer"], str):
+        raise ValueError("empty input_ids or non-text prompt/answer")
+    return Example(row["prompt"], row["answer"], ids, _int(row["target"]))
+
+
+def _int(x) -> int:
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise ValueError(f"{x!r} is not an integer")
+    return x
+
+
+def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test: int,
+                seed: int) -> dict[str, Split]:
+    """One seeded draw of n_patching + n_val + n_test distinct examples, sliced into disjoint splits."""
+    sizes = dict(zip(SPLITS, (n_patching, n_val, n_test)))
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise BenchError(f"--n-{name} must be a whole number >= 1, got {n!r}")
+    examples = task.examples(tok, sum(sizes.values()), seed)
+    splits, start = {}, 0
+    for name, n in sizes.items():
+        splits[name] = Split(name, tuple(examples[start:start + n]))
+        start += n
+    return splits
+
+
+class _Rows(Dataset):
+    def __init__(self, split: Split) -> None:
+        self.input_ids, self.targets = split.input_ids, split.targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids[i], "targets": self.targets[i]}
+
+
+class TaskDataModule(L.LightningDataModule):
+    """Each dataloader yields its whole split as one batch {"input_ids": (N, T) long, "targets": (N,) long}."""
+
+    def __init__(self, task: str | Task, tokenizer: Tokenizer, n_patching: int = DEFAULT_N["patching"],
+                 n_val: int = DEFAULT_N["val"], n_test: int = DEFAULT_N["test"], seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.task = task if isinstance(task, Task) else get_task(task)
+        self.tokenizer = tokenizer
+        self.sizes = (n_patching, n_val, n_test)
+        self.seed = seed
+        self.splits: dict[str, Split] | None = None
+
+    @classmethod
+    def from_splits(cls, task: str | Task, tokenizer: Tokenizer, splits: dict[str, Split]) -> "TaskDataModule":
+        """Rebuild the module from saved splits (see `save` / `load_splits`) instead of drawing new ones."""
+        missing = [s for s in SPLITS if s not in splits]
+        if missing:
+            raise BenchError(f"missing split(s) {', '.join(missing)}; re-create the splits with `bench extract`")
+        module = cls(task, tokenizer, *(len(splits[s]) for s in SPLITS))
+        module.splits = {s: splits[s] for s in SPLITS}
+        return module
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = make_splits(self.task, self.tokenizer, *self.sizes, seed=self.seed)
+
+    def split(self, name: str) -> Split:
+        self.setup()
+        return self.splits[name]
+
+    patching = property(lambda self: self.split("patching"))
+    val = property(lambda self: self.split("val"))
+    test = property(lambda self: self.split("test"))
+
+    def _loader(self, name: str) -> DataLoader:
+        split = self.split(name)
+        return DataLoader(_Rows(split), batch_size=len(split), shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("patching")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def save(self, directory: str | Path) -> None:
+        """Write <directory>/<split>.jsonl for each split."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for name in SPLITS:
+            self.split(name).to_jsonl(Path(directory) / f"{name}.jsonl")
+
+
+def load_splits(directory: str | Path) -> dict[str, Split]:
+    """Read the splits `TaskDataModule.save` wrote."""
+    return {name: Split.from_jsonl(name, Path(directory) / f"{name}.jsonl") for name in SPLITS}
+
+
+class TaskAccuracy(Metric):
+    """Fraction of examples whose greedy tokens the task judges correct."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, task: str | Task, tokenizer: Tokenizer, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.task = task if isinstance(task, Task) else get_task(task)
+        self.tokenizer = tokenizer
+        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, generated: torch.Tensor, targets: torch.Tensor) -> None:
+        need = self.task.n_new(self.tokenizer)
+        if generated.dim() != 2 or generated.shape[1] < need or generated.shape[0] != targets.shape[0]:
+            raise ValueError(f"generated must be (N, >= {need}) for {targets.shape[0]} targets, "
+                             f"got {tuple(generated.shape)}")
+        ok = self.task.correct(self.tokenizer, targets, generated)
+        self.correct += ok.sum().to(self.correct.device)
+        self.total += ok.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total

@@ -1,0 +1,99 @@
+"""Greater-than (Hanna et al. 2023): "The war lasted from the year 1732 to 17" -> any two-digit YY > 32.
+
+Years are XXYY with XX in 11..17 and YY in 02..98. How many tokens the answer takes depends on the tokenizer:
+one if it encodes "32" as one token (GPT-2), two if it splits digits (SmolLM2); `correct` decodes that many
+generated tokens, strips spaces, and accepts exactly two digits forming a number greater than YY."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from tasks.base import Example, Task, Tokenizer, draw, encode, first_single, fit_pool, same_length, unrank, unsupported
+
+NAME = "greater-than"
+TEMPLATE = "The {noun} lasted from the year {xx}{yy} to {xx}"
+CENTURIES = range(11, 18)
+YYS = range(2, 99)
+TWO_DIGITS = re.compile(r"[0-9]{2}")
+
+NOUNS = (
+    "war", "expedition", "reign", "rebellion", "revolution", "siege", "occupation", "dynasty", "empire",
+    "conflict", "journey", "voyage", "campaign", "marriage", "partnership", "presidency", "project", "trial",
+    "strike", "drought", "famine", "epidemic", "plague", "crisis", "festival", "tour", "feud", "alliance",
+    "friendship", "study", "investigation", "experiment", "construction", "era", "period", "struggle",
+    "invasion", "reform", "truce", "treaty", "scandal", "exile", "storm", "dispute", "operation",
+    "relationship", "competition", "deal", "contract", "pilgrimage",
+)
+
+
+@dataclass(frozen=True)
+class Pools:
+    nouns: tuple[str, ...]
+    years: tuple[tuple[int, int], ...]  # (XX, YY)
+
+    @property
+    def total(self) -> int:
+        return len(self.nouns) * len(self.years)
+
+
+def n_new(tok: Tokenizer) -> int:
+    """1 if a two-digit number is one token, 2 if digits are split; anything else is unsupported."""
+    n = len(encode(tok, "32"))
+    if n not in (1, 2):
+        raise unsupported(tok, NAME, f"it encodes '32' as {n} tokens (need 1 or 2)")
+    return n
+
+
+def splits_cleanly(tok: Tokenizer, xx: int, yy: int, n: int) -> bool:
+    """True if " XXYY" tokenizes as " XX" followed by the n tokens of "YY" (so the prompt's " XX" ends where
+    the answer starts)."""
+    tail = encode(tok, f"{yy:02d}")
+    return len(tail) == n and encode(tok, f" {xx}{yy:02d}") == encode(tok, f" {xx}") + tail
+
+
+def pools(tok: Tokenizer) -> Pools:
+    n = n_new(tok)
+    years = [(xx, yy) for xx in CENTURIES for yy in YYS if splits_cleanly(tok, xx, yy, n)]
+    noun = first_single(tok, NOUNS)
+    if not years:
+        raise unsupported(tok, NAME, "no year XXYY tokenizes as ' XX' followed by 'YY'")
+    if noun is None:
+        raise unsupported(tok, NAME, "no noun in the pool is a single token")
+    ref = {"noun": noun, "xx": f"{years[0][0]}", "yy": f"{years[0][1]:02d}"}
+    length = len(encode(tok, TEMPLATE.format(**ref)))
+    years = tuple(y for y in years
+                  if len(encode(tok, TEMPLATE.format(noun=noun, xx=y[0], yy=f"{y[1]:02d}"))) == length)
+    return Pools(fit_pool(tok, TEMPLATE, ref, "noun", NOUNS), years)
+
+
+def examples(tok: Tokenizer, n: int, seed: int) -> list[Example]:
+    p = pools(tok)
+    out = []
+    for i in draw(seed, n, p.total, NAME):
+        noun, year = unrank(i, (len(p.nouns), len(p.years)))
+        xx, yy = p.years[year]
+        prompt = TEMPLATE.format(noun=p.nouns[noun], xx=xx, yy=f"{yy:02d}")
+        out.append(Example(prompt, f"> {xx}{yy:02d}", tuple(encode(tok, prompt)), yy))
+    return same_length(tok, NAME, out)
+
+
+def later(text: str, yy: int) -> bool:
+    text = text.strip()
+    return TWO_DIGITS.fullmatch(text) is not None and int(text) > yy
+
+
+def correct(tok: Tokenizer, targets: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    k = n_new(tok)
+    texts = [tok.decode(row[:k].tolist()) for row in generated]
+    return torch.tensor([later(t, int(yy)) for t, yy in zip(texts, targets.tolist())], dtype=torch.bool)
+
+
+TASK = Task(
+    name=NAME,
+    description="greater-than: 'The war lasted from the year 1732 to 17' -> a two-digit year > 32",
+    examples=examples,
+    n_new=n_new,
+    correct=correct,
+)

@@ -95,6 +95,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         b, t, _ = x.shape
+        y = self.heads_z(x, rope)  # (B, nq, T, hd)
+        return self.o(y.transpose(1, 2).reshape(b, t, self.nq * self.hd))
+
+    def heads_z(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """Each kept head's z (its output before the O projection), (B, nq, T, hd)."""
+        b, t, _ = x.shape
         q = self.q(x).view(b, t, self.nq, self.hd).transpose(1, 2)  # (B, nq, T, hd)
         k = self.k(x).view(b, t, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v(x).view(b, t, self.nkv, self.hd).transpose(1, 2)
@@ -102,8 +108,7 @@ class Attention(nn.Module):
             q, k = _rotate(q, *rope), _rotate(k, *rope)
         if self.gather:
             k, v = k.index_select(1, self.kv_index), v.index_select(1, self.kv_index)  # (B, nq, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nq, T, hd)
-        return self.o(y.transpose(1, 2).reshape(b, t, self.nq * self.hd))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nq, T, hd)
 
 
 class MLP(nn.Module):
@@ -163,16 +168,21 @@ class PrunedModel(nn.Module):
         t = ids.shape[1]
         if t > self.cfg.n_positions:
             raise ValueError(f"input of {t} tokens; this pruned model covers {self.cfg.n_positions}")
-        x = self.wte(ids)  # (B, T, d)
-        if self.wpe is not None:
-            x = x + self.wpe.weight[:t]
-        rope = None
-        if self.cfg.rope_theta is not None:
-            rope = rope_cos_sin(self.cfg, t, x.device, x.dtype)
+        x, rope = self.embed(ids)
         for block in self.blocks:
             x = block(x, rope)
-        if last_only:
-            x = x[:, -1]
+        return self.unembed(x[:, -1] if last_only else x)
+
+    def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions (None for gpt2)."""
+        t = ids.shape[1]
+        x = self.wte(ids)
+        if self.wpe is not None:
+            x = x + self.wpe.weight[:t]
+        rope = None if self.cfg.rope_theta is None else rope_cos_sin(self.cfg, t, x.device, x.dtype)
+        return x, rope
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., V)
         return self.lm_head(self.ln_f(x))
 
 

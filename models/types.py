@@ -99,7 +99,10 @@ class Circuit:
             raise BenchError(f"not a valid circuit ({type(e).__name__}: {e}); re-run `bench extract`") from None
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """One key a line, lists kept compact ([[layer, head], ...]); byte-identical for equal circuits."""
+        d = self.to_dict()
+        body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(d[k], sort_keys=True)}" for k in sorted(d))
+        return "{\n" + body + "\n}\n"
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":

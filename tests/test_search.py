@@ -1,0 +1,77 @@
+"""Algorithm 1's semantics on a hand-computable scorer, and fast path == reference path on tiny models."""
+import pytest
+
+from models.ablation import collect_means
+from models.fast import FastScorer
+from models.search import HookScorer, Search, kl_last
+from models.types import Component, candidate_order
+from tests.test_surgery import MODELS, random_removed
+from tests.tiny import tiny_ids
+
+import torch
+
+
+def test_order_is_last_layer_first_heads_then_mlp():
+    assert [str(c) for c in candidate_order(2, 2, True)] == ["L1.H0", "L1.H1", "L1.MLP", "L0.H0", "L0.H1", "L0.MLP"]
+    assert all(not c.is_mlp for c in candidate_order(3, 2, False))
+
+
+def test_greedy_decisions_by_hand():
+    # KL = sum of per-component costs, except L1.H0 and L0.H0 are redundant: removing both costs 0.5.
+    cost = {Component(1, 0): 0.01, Component(1, 1): 0.3, Component(1): 0.02, Component(0, 0): 0.01,
+            Component(0, 1): 0.05, Component(0): 0.0}
+
+    def score(removed):
+        kl = sum(cost[c] for c in removed)
+        return kl + (0.5 if {Component(1, 0), Component(0, 0)} <= removed else 0.0)
+
+    search = Search(score, candidate_order(2, 2, True), alpha=0.03)
+    removed = search.run()
+    # L1.H0 +0.01 removed; L1.H1 +0.3 kept; L1.MLP +0.02 removed; L0.H0 +0.51 kept; L0.H1 +0.05 kept; L0.MLP +0 removed
+    assert removed == {Component(1, 0), Component(1), Component(0)}
+    assert [s.removed for s in search.steps] == [True, False, True, False, False, True]
+    assert search.kl == pytest.approx(0.03)
+    assert search.steps[3].delta == pytest.approx(0.51)
+
+
+def test_alpha_bounds():
+    order = candidate_order(2, 2, True)
+    score = lambda removed: 0.1 * len(removed)  # noqa: E731
+    assert Search(score, order, alpha=0.0).run() == frozenset()
+    assert Search(score, order, alpha=float("inf")).run() == frozenset(order)
+
+
+def test_kl_last_by_hand():
+    ref = torch.log(torch.tensor([[0.5, 0.5]]))
+    cur = torch.log(torch.tensor([[0.25, 0.75]]))
+    expected = 0.5 * torch.log(torch.tensor(2.0)) + 0.5 * torch.log(torch.tensor(2 / 3))
+    assert kl_last(ref, cur) == pytest.approx(float(expected))
+    assert kl_last(ref, ref) == 0.0
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", ["mean", "zero"])
+def test_fast_scorer_equals_hooks(arch, scheme):
+    model = MODELS[arch](1)
+    means = collect_means(model, tiny_ids(8, 10, seed=4), scheme)
+    ids = tiny_ids(6, 10, seed=5)
+    hook, fast = HookScorer(model, ids, means), FastScorer(model, ids, means)
+    for seed in range(4):
+        removed = frozenset(random_removed(model, seed))
+        assert fast(removed) == pytest.approx(hook(removed), abs=1e-5)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("include_mlps", [True, False])
+def test_fast_path_returns_the_reference_circuit(arch, scheme, include_mlps):
+    model = MODELS[arch](2)
+    means = collect_means(model, tiny_ids(8, 10, seed=6), scheme)
+    ids = tiny_ids(6, 10, seed=7)
+    order = candidate_order(model.config.num_hidden_layers, model.config.num_attention_heads, include_mlps)
+    sizes = set()
+    for alpha in (0.005, 0.02, 0.1):
+        ref = Search(HookScorer(model, ids, means), order, alpha).run()
+        assert Search(FastScorer(model, ids, means), order, alpha).run() == ref
+        sizes.add(len(ref))
+    assert any(0 < n < len(order) for n in sizes)  # some alpha gives a mixed circuit, so the check bites

@@ -1,0 +1,172 @@
+"""`bench extract`: Algorithm 1 on a task, true pruning, and a run directory with everything needed to reuse it."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from bench.evaluate import accuracy, kl_to
+from bench.extraction import ExtractionModule
+from bench.rundir import check_out, publishing, write_json
+from models import arch, loading
+from models.ablation import Means, collect_means
+from models.fast import FastScorer
+from models.generate import greedy, hf_last_logits
+from models.io import save_pruned
+from models.pruned import count_params, count_params_of
+from models.search import HookScorer, Search
+from models.surgery import prune, pruned_config
+from models.types import SCHEMES, BenchError, Circuit, candidate_order
+from tasks import get_task
+from tasks.data import TaskDataModule
+
+ENGINES = {"fast": FastScorer, "reference": HookScorer}
+
+
+@dataclass
+class ExtractArgs:
+    """Extract a task-specific circuit with Algorithm 1 and truly prune the model to it.
+
+    Args:
+        task: the task: acronyms, greater-than or ioi.
+        model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
+        alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha.
+        ablation: mean (per-position mean over the patching set) or zero.
+        include_mlps: also try to remove each layer's MLP.
+        n_patching: prompts whose activations give the means.
+        n_val: prompts that drive the KL of the search.
+        n_test: held-out prompts for the reported accuracy.
+        seed: seeds the prompts and everything else; the same seed gives the same circuit.
+        out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION-sSEED).
+        overwrite: replace an existing run directory.
+        engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
+            hooked forward per candidate); both give the same circuit.
+        device: cpu, cuda, cuda:N or auto.
+        dtype: float32 (default), bfloat16 or float16.
+    """
+
+    task: str
+    model: str = loading.DEFAULT_MODEL
+    alpha: float = 0.02
+    ablation: str = "mean"
+    include_mlps: bool = True
+    n_patching: int = 40
+    n_val: int = 40
+    n_test: int = 100
+    seed: int = 0
+    out: str | None = None
+    overwrite: bool = False
+    engine: str = "fast"
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        get_task(self.task)  # unknown task -> BenchError
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise BenchError(f"--alpha must be a finite number >= 0, got {self.alpha}")
+        if self.ablation not in SCHEMES:
+            raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
+        for name in ("n_patching", "n_val", "n_test"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.engine not in ENGINES:
+            raise BenchError(f"unknown --engine {self.engine!r}; use one of: {', '.join(ENGINES)}")
+        loading.resolve_dtype(self.dtype)
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        model = Path(self.model).name or self.model
+        return Path("runs") / f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}-s{self.seed}"
+
+
+def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str) -> Means:
+    """Means over the patching set. Tasks answered in several tokens need the later positions too:
+    the prompts are extended with the full model's own greedy tokens."""
+    ids = dm.patching.input_ids.to(next(model.parameters()).device)
+    n_extra = task.n_new(tokenizer) - 1
+    if n_extra > 0:
+        ids = torch.cat([ids, greedy(hf_last_logits(model), ids, n_extra)], dim=1)
+    return collect_means(model, ids, scheme)
+
+
+def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means, run: Path) -> tuple[Search, float]:
+    """Algorithm 1 under a Lightning Trainer (TensorBoard + rich progress); returns the search and its wall time."""
+    device = next(model.parameters()).device
+    scorer = ENGINES[args.engine](model, dm.val.input_ids.to(device), means)
+    s = pruned_config(model, (), means)
+    search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha)
+    module = ExtractionModule(search, s)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=TensorBoardLogger(run, name="tb", version=""),
+                        callbacks=[RichProgressBar()], enable_checkpointing=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=module.candidates())
+    return search, time.perf_counter() - start
+
+
+def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:
+    device = next(model.parameters()).device
+    full_fn = hf_last_logits(model)
+    pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
+    return {
+        "full": {"test_accuracy": accuracy(task, tokenizer, full_fn, dm.test), **full_params},
+        "pruned": {"test_accuracy": accuracy(task, tokenizer, pruned_fn, dm.test),
+                   "test_kl_to_full": kl_to(full_fn, pruned_fn, dm.test), **count_params(pruned)},
+    }
+
+
+def extract(args: ExtractArgs) -> Path:
+    """Run `bench extract`; returns the published run directory."""
+    out = args.out_dir
+    check_out(out, args.overwrite)  # before the slow parts
+    L.seed_everything(args.seed, verbose=False)
+    device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
+    model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
+    shape, task = arch.check_supported(model), get_task(args.task)
+    dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
+    dm.setup()
+    means = patching_means(model, task, tokenizer, dm, args.ablation)
+    with publishing(out, args.overwrite) as run:
+        search, wall = search_circuit(args, model, dm, means, run)
+        circuit = Circuit.from_removed(
+            set(search.removed), model=args.model, task=args.task, alpha=args.alpha, ablation=args.ablation,
+            include_mlps=args.include_mlps, seed=args.seed, n_layers=shape.n_layers, n_heads=shape.n_heads)
+        pruned = prune(model, search.removed, means, meta={"task": args.task, "model": args.model})
+        full_params = count_params_of(pruned_config(model, (), means))
+        metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params)
+        metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
+                             "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
+        write_run(run, args, circuit, pruned, metrics, dm, search)
+    return out
+
+
+def write_run(run: Path, args: ExtractArgs, circuit: Circuit, pruned, metrics: dict, dm, search: Search) -> None:
+    (run / "circuit.json").write_text(circuit.to_json())
+    write_json(run / "metrics.json", metrics)
+    write_json(run / "config.json", {"command": "extract", "args": asdict(args), "versions": versions()})
+    (run / "splits").mkdir()
+    for name, split in (("patching", dm.patching), ("val", dm.val), ("test", dm.test)):
+        split.to_jsonl(run / "splits" / f"{name}.jsonl")
+    with open(run / "steps.jsonl", "w") as f:
+        for st in search.steps:
+            f.write(json.dumps({"index": st.index, "component": str(st.component), "kl": st.kl,
+                                "delta": st.delta, "removed": st.removed}) + "\n")
+    save_pruned(pruned, run / "pruned", circuit=circuit.to_dict())
+
+
+def versions() -> dict:
+    import lightning
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "lightning": lightning.__version__}

@@ -40,10 +40,16 @@ class FastScorer:
         if not removed:
             return 0.0
         layer = min(c.layer for c in removed)  # every layer below it is intact
+        tail = [self._block(l, removed) for l in range(layer + 1, self.shape.n_layers)]
+        # After the last attention that is left, positions no longer mix: carry the last one only.
+        last_attn = max((i for i, b in enumerate(tail) if b.attn is not None), default=-1)
         with torch.inference_mode():
-            x = self._layer_out(layer, removed)
-            for l in range(layer + 1, self.shape.n_layers):
-                x = self._block(l, removed)(x, self.rope)
+            x = self._layer_out(layer, removed, last_only=last_attn < 0)
+            for i, block in enumerate(tail):
+                x = block.attn_part(x, self.rope, offset=self.t - x.shape[1])
+                if i == last_attn:
+                    x = x[:, -1:]
+                x = block.mlp_part(x, offset=self.t - x.shape[1])
             return kl_last(self.ref, self.base.unembed(x[:, -1]))
 
     def _head_outputs(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +63,9 @@ class FastScorer:
             self._layer = (layer, outs, ablated)
         return self._layer[1], self._layer[2]
 
-    def _layer_out(self, layer: int, removed: frozenset[Component]) -> torch.Tensor:
-        """The residual stream leaving `layer` with its removed heads and MLP ablated, (N, T, d)."""
+    def _layer_out(self, layer: int, removed: frozenset[Component], last_only: bool) -> torch.Tensor:
+        """The residual stream leaving `layer` with its removed heads and MLP ablated, (N, T, d),
+        or (N, 1, d) at the last position when nothing above mixes positions."""
         outs, ablated = self._head_outputs(layer)
         gone = torch.tensor([Component(layer, h) in removed for h in range(self.shape.n_heads)],
                             device=outs.device)  # (nh,)
@@ -67,8 +74,10 @@ class FastScorer:
         if block.attn.o.bias is not None:
             attn = attn + block.attn.o.bias
         x = self.resid[layer] + attn
+        if last_only:
+            x = x[:, -1:]
         if Component(layer) in removed:
-            return x + self.means.mlp[layer, : self.t].to(x)
+            return x + self.means.mlp[layer, self.t - x.shape[1]: self.t].to(x)
         return x + block.mlp(block.ln2(x))
 
     def _block(self, layer: int, removed: frozenset[Component]) -> Block:

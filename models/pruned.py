@@ -139,15 +139,22 @@ class Block(nn.Module):
         self.register_buffer("mlp_const", const(cfg.has_mlp_const(layer)))
 
     def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
-        t = x.shape[1]
+        return self.mlp_part(self.attn_part(x, rope))
+
+    def attn_part(self, x: torch.Tensor, rope, offset: int = 0) -> torch.Tensor:
+        """x + attention; x may hold positions offset.. only if this block has no attention left."""
         if self.attn is not None:
             x = x + self.attn(self.ln1(x), rope)
         if self.attn_bias is not None:
-            x = x + self.attn_bias[:t]
+            x = x + self.attn_bias[offset: offset + x.shape[1]]
+        return x
+
+    def mlp_part(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x + MLP (or its constant); position-wise, so x may hold positions offset.. only."""
         if self.mlp is not None:
             x = x + self.mlp(self.ln2(x))
         elif self.mlp_const is not None:
-            x = x + self.mlp_const[:t]
+            x = x + self.mlp_const[offset: offset + x.shape[1]]
         return x
 
 

@@ -1,0 +1,130 @@
+"""Benchmark: the reference Algorithm 1 loop against the fast engine, and full against pruned latency.
+
+Both engines run in one process, on the same model, prompts and means, one after the other:
+
+    python -m bench.perf --tasks ioi acronyms greater-than --out results/perf-cpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bench.latency import measure
+from models import loading
+from models.ablation import collect_means
+from models.fast import FastScorer
+from models.pruned import count_params
+from models.search import HookScorer, Search
+from models.surgery import prune
+from models.types import candidate_order
+from tasks import get_task
+from tasks.data import TaskDataModule
+
+
+@dataclass
+class EngineRun:
+    wall_s: float
+    forwards: int
+    removed: frozenset
+    peak_mem_mb: float
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def run_engine(scorer_cls, model, ids, means, order, alpha, device) -> EngineRun:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    scorer = scorer_cls(model, ids, means)
+    removed = Search(scorer, order, alpha).run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return EngineRun(time.perf_counter() - start, scorer.forwards, removed, peak_mem_mb(device))
+
+
+def bench_task(task_name: str, model, tok, args, device) -> dict:
+    dm = TaskDataModule(task_name, tok, args.n_patching, args.n_val, args.n_test, args.seed)
+    dm.setup()
+    means = collect_means(model, dm.patching.input_ids.to(device), "mean")
+    shape = model.config
+    order = candidate_order(shape.num_hidden_layers, shape.num_attention_heads, True)
+    val = dm.val.input_ids.to(device)
+    fast = run_engine(FastScorer, model, val, means, order, args.alpha, device)
+    ref = run_engine(HookScorer, model, val, means, order, args.alpha, device)
+    full_m, pruned_m = prune(model, (), means), prune(model, fast.removed, means)
+    test = dm.test.input_ids
+    lat = {f"{name}_b{b}": measure(m, test[:b], runs=args.runs).to_dict()
+           for b in (len(test), 1) for name, m in (("full", full_m), ("pruned", pruned_m))}
+    return {"task": task_name, "reference": ref, "fast": fast, "identical": ref.removed == fast.removed,
+            "params": (count_params(full_m)["non_embedding"], count_params(pruned_m)["non_embedding"]),
+            "latency": lat}
+
+
+def report(rows: list[dict], args, device) -> str:
+    lines = [f"# Extraction engines and pruned latency — {args.model}", "",
+             f"Command: `python -m bench.perf {' '.join(sys.argv[1:])}`", "",
+             f"Device: {rows[0]['latency']['full_b1']['device']}; torch {torch.__version__}; fp32; "
+             f"alpha={args.alpha}, mean ablation, MLPs included; n_val={args.n_val}, n_patching={args.n_patching}, "
+             f"seed={args.seed}. Both engines ran in this one process on the same prompts and means.", "",
+             "## Algorithm 1: reference loop (one hooked full forward per candidate) vs fast engine", "",
+             "| task | reference s | fast s | speed-up | ref forwards/s | fast forwards/s | peak MB after fast / after ref | same circuit |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        ref, fast = r["reference"], r["fast"]
+        lines.append(f"| {r['task']} | {ref.wall_s:.1f} | {fast.wall_s:.1f} | {ref.wall_s / fast.wall_s:.1f}× | "
+                     f"{ref.forwards / ref.wall_s:.2f} | {fast.forwards / fast.wall_s:.2f} | "
+                     f"{fast.peak_mem_mb:.0f} / {ref.peak_mem_mb:.0f} | {'yes' if r['identical'] else 'NO'} |")
+    lines += ["", "## Pruned vs full model latency (last-position logits, median of "
+              f"{args.runs} runs after warm-up)", "",
+              "| task | params cut | batch | seq | full ms (p95) | pruned ms (p95) | latency cut |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        full_p, pruned_p = r["params"]
+        for b in sorted({k.split("_b")[1] for k in r["latency"]}, key=int, reverse=True):
+            f, p = r["latency"][f"full_b{b}"], r["latency"][f"pruned_b{b}"]
+            lines.append(f"| {r['task']} | {1 - pruned_p / full_p:.1%} | {b} | {f['seq_len']} | "
+                         f"{f['median_ms']:.2f} ({f['p95_ms']:.2f}) | {p['median_ms']:.2f} ({p['p95_ms']:.2f}) | "
+                         f"{1 - p['median_ms'] / f['median_ms']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=loading.DEFAULT_MODEL)
+    p.add_argument("--tasks", nargs="+", default=["ioi", "acronyms", "greater-than"])
+    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--n-patching", type=int, default=40)
+    p.add_argument("--n-val", type=int, default=40)
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="write the markdown report here too")
+    args = p.parse_args(argv)
+    device = loading.resolve_device(args.device)
+    model, tok = loading.load_model(args.model, device=device)
+    rows = []
+    for name in args.tasks:
+        get_task(name)
+        rows.append(bench_task(name, model, tok, args, device))
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    text = report(rows, args, device)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,10 +44,13 @@ class PrunedConfig:
         group = self.n_heads // self.n_kv_heads
         return sorted({h // group for h in self.heads[layer]})
 
-    def has_attn_bias(self, layer: int) -> bool:
-        """A folded constant is needed for removed heads' means, or for the o bias of an emptied block."""
+    def attn_bias_rows(self, layer: int) -> int:
+        """Rows of the folded attention constant: T for removed heads' per-position means, 1 for only the
+        o bias of an emptied block (zero ablation), 0 for none."""
         heads = self.heads[layer]
-        return (self.scheme == "mean" and len(heads) < self.n_heads) or (self.o_bias and not heads)
+        if self.scheme == "mean" and len(heads) < self.n_heads:
+            return self.n_positions
+        return int(self.o_bias and not heads)
 
     def has_mlp_const(self, layer: int) -> bool:
         return self.scheme == "mean" and not self.mlps[layer]
@@ -134,9 +137,9 @@ class Block(nn.Module):
         self.ln2 = _norm(cfg) if cfg.mlps[layer] else None
         self.mlp = MLP(cfg) if cfg.mlps[layer] else None
         # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (T, d) each.
-        const = lambda need: torch.zeros(cfg.n_positions, cfg.d_model) if need else None  # noqa: E731
-        self.register_buffer("attn_bias", const(cfg.has_attn_bias(layer)))
-        self.register_buffer("mlp_const", const(cfg.has_mlp_const(layer)))
+        const = lambda rows: torch.zeros(rows, cfg.d_model) if rows else None  # noqa: E731
+        self.register_buffer("attn_bias", const(cfg.attn_bias_rows(layer)))
+        self.register_buffer("mlp_const", const(cfg.n_positions * cfg.has_mlp_const(layer)))
 
     def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
         return self.mlp_part(self.attn_part(x, rope))
@@ -146,7 +149,8 @@ class Block(nn.Module):
         if self.attn is not None:
             x = x + self.attn(self.ln1(x), rope)
         if self.attn_bias is not None:
-            x = x + self.attn_bias[offset: offset + x.shape[1]]
+            rows = self.attn_bias.shape[0]
+            x = x + (self.attn_bias if rows == 1 else self.attn_bias[offset: offset + x.shape[1]])
         return x
 
     def mlp_part(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -216,5 +220,5 @@ def count_params_of(cfg: PrunedConfig) -> dict[str, int]:
         if cfg.mlps[layer]:
             n_in = 2 if cfg.arch == "llama" else 1
             weights += norm + (n_in + 1) * d * dm + (n_in * dm + d) * cfg.mlp_bias
-        consts += cfg.n_positions * d * (cfg.has_attn_bias(layer) + cfg.has_mlp_const(layer))
+        consts += d * (cfg.attn_bias_rows(layer) + cfg.n_positions * cfg.has_mlp_const(layer))
     return {"weights": weights, "constants": consts, "non_embedding": weights + consts}

@@ -56,7 +56,7 @@ def _attn_constant(w: dict, cfg: PrunedConfig, means: Means, layer: int) -> torc
     const = z @ w["Wo"][:, _head_rows(gone, hd)].T  # (T, d)
     if w["bo"] is not None and not cfg.heads[layer]:
         const = const + w["bo"]
-    return const
+    return const[: cfg.attn_bias_rows(layer)]  # zero ablation: one row, the o bias
 
 
 @torch.no_grad()

@@ -1,0 +1,434 @@
+"""End-to-end tests of the `bench` verbs through `bench.cli.main(argv)`, on tiny random HF models saved as local
+directories with the real SmolLM2 tokenizer (litgpt-style: real verbs, tiny configs, everything under tmp_path)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from bench.cli import main
+from bench.extract import ExtractArgs
+
+SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "6"]
+SIZES = {"patching": 4, "val": 4, "test": 6}
+# alphas chosen (seed 0, these tiny models) so the circuit keeps some candidates and removes others, with every
+# decision at least ~0.003 away from the threshold (so float noise cannot flip one)
+MAIN_ALPHA = "0.1"  # ioi / llama / mean: keeps 5 of 10
+GPT2_IOI_ALPHA = "0.05"  # ioi / gpt2: mean removes all 6, zero keeps 2
+SHAPES = {"llama": (2, 4), "gpt2": (2, 2)}  # (n_layers, n_heads)
+DIGIT = "5"  # the digit-biased GPT-2 always answers DIGIT DIGIT
+
+
+# ---- tiny models ---------------------------------------------------------------------------------------
+
+def _perturb_constants(model):
+    """HF inits biases and norm weights to constants; perturb them so every weight matters."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln" in name or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _save(model, tok, directory: Path) -> Path:
+    model.save_pretrained(str(directory))
+    tok.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=True,
+                      max_position_embeddings=64, initializer_range=0.2)
+    return _save(_perturb_constants(LlamaForCausalLM(cfg)), smollm2_tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def _gpt2(tok, seed: int = 0, **kw):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=16, n_positions=64, bos_token_id=0,
+                     eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kw)
+    return GPT2LMHeadModel(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
+    model = _perturb_constants(_gpt2(smollm2_tokenizer, initializer_range=0.2))
+    return _save(model, smollm2_tokenizer, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def digit_gpt2_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
+    """A GPT-2 whose next token is always DIGIT: ln_f's weight is 0 and its bias points at DIGIT's (enlarged,
+    tied) embedding. On greater-than (digits are split by SmolLM2) it answers DIGIT DIGIT, so its accuracy is
+    exactly the fraction of prompts whose start year YY < DIGIT DIGIT: an oracle that needs no model."""
+    (t,) = smollm2_tokenizer.encode(DIGIT, add_special_tokens=False)
+    model = _gpt2(smollm2_tokenizer, seed=1)
+    with torch.no_grad():
+        wte = model.transformer.wte.weight
+        wte[t] *= 3
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(2 * wte[t])
+    return _save(model, smollm2_tokenizer, tmp_path_factory.mktemp("digit-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tiny_llama_dir, tiny_gpt2_dir) -> dict[str, Path]:
+    return {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir}
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+
+def extract_argv(model_dir: Path, out: Path, task: str = "ioi", *, alpha: str, ablation: str = "mean",
+                 seed: int = 0, engine: str = "fast", extra: tuple[str, ...] = ()) -> list[str]:
+    return ["extract", "--task", task, "--model", str(model_dir), *SMALL, "--alpha", alpha, "--ablation", ablation,
+            "--seed", str(seed), "--engine", engine, "--device", "cpu", "--dtype", "float32", "--out", str(out),
+            *extra]
+
+
+def run_ok(argv: list[str]) -> None:
+    rc = main(argv)
+    assert rc == 0, f"bench {' '.join(argv)} exited {rc}"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for directories): a snapshot to prove nothing changed."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def tb_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (event_file,) = (run / "tb").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def hf_non_embedding(model_dir: Path) -> int:
+    """Non-embedding parameter count of the full HF model, counted independently of the bench code."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    return sum(p.numel() for n, p in model.named_parameters()
+               if not any(k in n for k in ("wte", "wpe", "embed_tokens", "lm_head")))
+
+
+def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, ablation: str, seed: int = 0,
+              include_mlps: bool = True, engine: str = "fast", sizes: dict = SIZES) -> dict:
+    """Everything a run directory must hold; returns the parsed circuit."""
+    n_layers, n_heads = SHAPES[arch]
+    assert not list(out.parent.glob(f".{out.name}.partial-*")), "a partial directory was left behind"
+
+    c = read_json(out / "circuit.json")
+    assert (c["task"], c["model"], c["alpha"], c["ablation"], c["seed"]) == (task, str(model_dir), float(alpha),
+                                                                            ablation, seed)
+    assert c["include_mlps"] is include_mlps and (c["n_layers"], c["n_heads"]) == (n_layers, n_heads)
+    assert all(isinstance(h, list) and len(h) == 2 for h in c["heads"]), c["heads"]
+    heads = {tuple(h) for h in c["heads"]}
+    assert heads <= {(l, h) for l in range(n_layers) for h in range(n_heads)} and len(heads) == len(c["heads"])
+    assert c["heads"] == sorted(c["heads"]) and c["mlps"] == sorted(set(c["mlps"]))
+    assert set(c["mlps"]) <= set(range(n_layers))
+    if not include_mlps:
+        assert c["mlps"] == list(range(n_layers))
+
+    for name, n in sizes.items():
+        rows = jsonl(out / "splits" / f"{name}.jsonl")
+        assert len(rows) == n, name
+        assert all(set(r) == {"prompt", "answer", "input_ids", "target"} for r in rows)
+    prompts = [r["prompt"] for s in sizes for r in jsonl(out / "splits" / f"{s}.jsonl")]
+    assert len(set(prompts)) == len(prompts), "splits overlap or repeat a prompt"
+
+    m = read_json(out / "metrics.json")
+    full, pruned = m["full"], m["pruned"]
+    assert full["non_embedding"] == hf_non_embedding(model_dir)
+    assert 0 < pruned["non_embedding"] <= full["non_embedding"]
+    for acc in (full["test_accuracy"], pruned["test_accuracy"]):
+        assert 0.0 <= acc <= 1.0 and (acc * sizes["test"]).is_integer()  # a fraction of the test prompts
+    assert math.isfinite(pruned["test_kl_to_full"]) and pruned["test_kl_to_full"] >= 0
+    assert 0 < m["search"]["wall_s"] < 300 and m["search"]["engine"] == engine
+
+    cfg = read_json(out / "config.json")
+    assert cfg["command"] == "extract"
+    assert set(cfg["args"]) == {f.name for f in dataclasses.fields(ExtractArgs)}
+    assert {k: cfg["args"][k] for k in ("task", "model", "alpha", "ablation", "include_mlps", "n_patching", "n_val",
+                                        "n_test", "seed", "out", "engine", "device", "dtype")} == {
+        "task": task, "model": str(model_dir), "alpha": float(alpha), "ablation": ablation,
+        "include_mlps": include_mlps, "n_patching": sizes["patching"], "n_val": sizes["val"],
+        "n_test": sizes["test"], "seed": seed, "out": str(out), "engine": engine, "device": "cpu",
+        "dtype": "float32"}
+
+    manifest = read_json(out / "pruned" / "manifest.json")
+    assert manifest["format"] == "circuit-bench/pruned-v1" and manifest["circuit"] == c
+    assert [len(hs) for hs in manifest["config"]["heads"]] == [sum(l == i for l, _ in c["heads"])
+                                                               for i in range(n_layers)]
+    assert manifest["config"]["mlps"] == [i in c["mlps"] for i in range(n_layers)]
+    with safe_open(str(out / "pruned" / "model.safetensors"), "pt") as f:
+        assert len(list(f.keys())) > 0
+
+    # one step per candidate, last layer first, each layer's heads then its MLP; removed <=> not in the circuit
+    order = [name for l in reversed(range(n_layers))
+             for name in [*(f"L{l}.H{h}" for h in range(n_heads)), *([f"L{l}.MLP"] if include_mlps else [])]]
+    steps = jsonl(out / "steps.jsonl")
+    assert [s["component"] for s in steps] == order and [s["index"] for s in steps] == list(range(len(order)))
+    kept = {f"L{l}.H{h}" for l, h in c["heads"]} | {f"L{l}.MLP" for l in c["mlps"]}
+    assert {s["component"] for s in steps if not s["removed"]} == kept - (
+        set() if include_mlps else {f"L{l}.MLP" for l in range(n_layers)})
+    assert all(s["removed"] == (s["delta"] < float(alpha)) for s in steps)
+
+    scalars = tb_scalars(out)
+    for tag in ("search/kl", "search/non_embedding_params"):
+        assert [step for step, _ in scalars[tag]] == list(range(len(order))), tag
+    assert [v for _, v in scalars["search/kl"]] == pytest.approx([s["kl"] for s in steps], rel=1e-5, abs=1e-7)
+    params = [v for _, v in scalars["search/non_embedding_params"]]
+    assert params == sorted(params, reverse=True) and params[-1] == pruned["non_embedding"]
+    return c
+
+
+# ---- runs shared by several tests ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def llama_ioi(model_dirs, runs) -> Path:
+    out = runs / "llama-ioi"
+    run_ok(extract_argv(model_dirs["llama"], out, alpha=MAIN_ALPHA))
+    return out
+
+
+@pytest.fixture(scope="module")
+def gpt2_ioi(model_dirs, runs) -> Path:
+    out = runs / "gpt2-ioi"
+    run_ok(extract_argv(model_dirs["gpt2"], out, alpha=GPT2_IOI_ALPHA))
+    return out
+
+
+# ---- extract: end to end -------------------------------------------------------------------------------
+
+def test_main_run_directory(llama_ioi, model_dirs, capsys):
+    c = check_run(llama_ioi, task="ioi", model_dir=model_dirs["llama"], arch="llama", alpha=MAIN_ALPHA,
+                  ablation="mean")
+    # the circuit is neither everything nor nothing, so the checks in check_run tell kept from removed
+    assert 0 < len(c["heads"]) + len(c["mlps"]) < 10
+    m = read_json(llama_ioi / "metrics.json")
+    assert m["pruned"]["non_embedding"] < m["full"]["non_embedding"]
+    assert m["search"]["steps"] == 10
+
+
+@pytest.mark.parametrize("task,arch,ablation,alpha", [  # ioi: the main run and test_mean_and_zero_ablation_differ
+    ("acronyms", "llama", "zero", "0.1"),
+    ("acronyms", "gpt2", "mean", "0.015"),
+    ("greater-than", "llama", "mean", "0.07"),
+    ("greater-than", "gpt2", "zero", "0.05"),
+])
+def test_extract_each_task(task, arch, ablation, alpha, model_dirs, tmp_path, smollm2_tokenizer):
+    out = tmp_path / "run"
+    run_ok(extract_argv(model_dirs[arch], out, task, alpha=alpha, ablation=ablation))
+    c = check_run(out, task=task, model_dir=model_dirs[arch], arch=arch, alpha=alpha, ablation=ablation)
+    n_layers, n_heads = SHAPES[arch]
+    assert 0 < len(c["heads"]) + len(c["mlps"]) < n_layers * (n_heads + 1)  # alpha kept some, removed some
+    m = read_json(out / "metrics.json")
+    assert m["pruned"]["non_embedding"] < m["full"]["non_embedding"]
+    if ablation == "zero" and arch == "llama":  # nothing to fold: zero ablation of bias-free components is 0
+        assert m["pruned"]["constants"] == 0
+    for row in jsonl(out / "splits" / "test.jsonl"):
+        if task != "acronyms":  # acronyms builds its ids directly
+            assert row["input_ids"] == smollm2_tokenizer.encode(row["prompt"], add_special_tokens=False)
+
+
+def test_mean_and_zero_ablation_differ(gpt2_ioi, model_dirs, tmp_path):
+    out = tmp_path / "zero"
+    run_ok(extract_argv(model_dirs["gpt2"], out, alpha=GPT2_IOI_ALPHA, ablation="zero"))
+    common = dict(task="ioi", model_dir=model_dirs["gpt2"], arch="gpt2", alpha=GPT2_IOI_ALPHA)
+    assert check_run(gpt2_ioi, ablation="mean", **common)["heads"] == []  # mean ablation: every KL rise < alpha
+    c = check_run(out, ablation="zero", **common)
+    assert 0 < len(c["heads"]) + len(c["mlps"]) < 6
+    mean, zero = jsonl(gpt2_ioi / "steps.jsonl"), jsonl(out / "steps.jsonl")
+    assert [s["kl"] for s in mean] != [s["kl"] for s in zero]
+    assert read_json(gpt2_ioi / "metrics.json")["pruned"]["constants"] > 0  # the means of what was removed
+    # same seed: the ablation scheme does not change the prompts
+    for s in SIZES:
+        assert (gpt2_ioi / "splits" / f"{s}.jsonl").read_bytes() == (out / "splits" / f"{s}.jsonl").read_bytes()
+
+
+def test_fast_and_reference_engines_agree_byte_for_byte(llama_ioi, model_dirs, tmp_path):
+    out = tmp_path / "reference"
+    run_ok(extract_argv(model_dirs["llama"], out, alpha=MAIN_ALPHA, engine="reference"))
+    check_run(out, task="ioi", model_dir=model_dirs["llama"], arch="llama", alpha=MAIN_ALPHA, ablation="mean",
+              engine="reference")
+    assert (out / "circuit.json").read_bytes() == (llama_ioi / "circuit.json").read_bytes()
+    fast, ref = jsonl(llama_ioi / "steps.jsonl"), jsonl(out / "steps.jsonl")
+    assert [s["removed"] for s in fast] == [s["removed"] for s in ref]
+    assert [s["kl"] for s in fast] == pytest.approx([s["kl"] for s in ref], rel=1e-4, abs=1e-6)
+
+
+def test_same_seed_same_circuit(llama_ioi, model_dirs, tmp_path):
+    out = tmp_path / "again"
+    run_ok(extract_argv(model_dirs["llama"], out, alpha=MAIN_ALPHA))
+    assert (out / "circuit.json").read_bytes() == (llama_ioi / "circuit.json").read_bytes()
+    for s in SIZES:
+        assert (out / "splits" / f"{s}.jsonl").read_bytes() == (llama_ioi / "splits" / f"{s}.jsonl").read_bytes()
+    assert (out / "steps.jsonl").read_bytes() == (llama_ioi / "steps.jsonl").read_bytes()
+
+
+def test_different_seed_different_splits(gpt2_ioi, model_dirs, tmp_path):
+    out = tmp_path / "seed1"
+    run_ok(extract_argv(model_dirs["gpt2"], out, alpha=GPT2_IOI_ALPHA, seed=1))
+    check_run(out, task="ioi", model_dir=model_dirs["gpt2"], arch="gpt2", alpha=GPT2_IOI_ALPHA, ablation="mean",
+              seed=1)
+    for s in SIZES:
+        assert (out / "splits" / f"{s}.jsonl").read_bytes() != (gpt2_ioi / "splits" / f"{s}.jsonl").read_bytes()
+    assert read_json(out / "circuit.json")["seed"] == 1
+
+
+def test_no_include_mlps_keeps_every_mlp(model_dirs, tmp_path):
+    out = tmp_path / "heads-only"
+    # an alpha this large removes every candidate it is offered
+    run_ok(extract_argv(model_dirs["gpt2"], out, alpha="1e9", extra=("--no-include-mlps",)))
+    c = check_run(out, task="ioi", model_dir=model_dirs["gpt2"], arch="gpt2", alpha="1e9", ablation="mean",
+                  include_mlps=False)
+    assert c["heads"] == [] and c["mlps"] == [0, 1] and c["include_mlps"] is False
+    assert len(jsonl(out / "steps.jsonl")) == 4  # the 4 heads only
+
+
+def test_overwrite_replaces_and_flag_forms_parse(model_dirs, tmp_path, capfd):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "stale.txt").write_text("old results")
+    # bare --include-mlps / --overwrite flags (the last argv entry too); --include-mlps overrides the earlier
+    # --no-include-mlps, so the huge alpha removes the MLPs as well
+    argv = extract_argv(model_dirs["gpt2"], out, alpha="1e9", ablation="zero",
+                        extra=("--no-include-mlps", "--include-mlps", "--overwrite"))
+    assert main(argv) == 0
+    assert not (out / "stale.txt").exists()
+    c = check_run(out, task="ioi", model_dir=model_dirs["gpt2"], arch="gpt2", alpha="1e9", ablation="zero")
+    assert c["heads"] == [] and c["mlps"] == [] and c["include_mlps"] is True
+    assert read_json(out / "config.json")["args"]["overwrite"] is True
+    # no weights left but ln_f (weight + bias, d_model 16 each) plus folded constants
+    pruned = read_json(out / "metrics.json")["pruned"]
+    assert pruned["weights"] == 32 and pruned["non_embedding"] == 32 + pruned["constants"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "run"], "stray files beside the run directory"
+    assert "Traceback" not in capfd.readouterr().err
+
+
+# ---- evaluate ------------------------------------------------------------------------------------------
+
+def test_evaluate_reproduces_pruned_accuracy(digit_gpt2_dir, tmp_path, capsys):
+    out = tmp_path / "gt"
+    n_test = 12
+    argv = extract_argv(digit_gpt2_dir, out, "greater-than", alpha="1e9")
+    argv[argv.index("--n-test") + 1] = str(n_test)
+    run_ok(argv)
+    m = read_json(out / "metrics.json")
+    targets = [r["target"] for r in jsonl(out / "splits" / "test.jsonl")]
+    oracle = sum(yy < int(DIGIT * 2) for yy in targets) / n_test
+    assert 0 < oracle < 1  # the test split decides the number
+    assert m["full"]["test_accuracy"] == m["pruned"]["test_accuracy"] == pytest.approx(oracle)
+    before = tree(out)
+    capsys.readouterr()
+
+    assert main(["evaluate", "--run", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"pruned model test accuracy {oracle:.1%} on {n_test} prompts" in " ".join(printed.split())
+    assert tree(out) == before  # evaluate only reads
+
+    # it scores the run's own test split: with every start year at 99 nothing is later
+    rows = jsonl(out / "splits" / "test.jsonl")
+    (out / "splits" / "test.jsonl").write_text("".join(json.dumps({**r, "target": 99}) + "\n" for r in rows))
+    assert main(["evaluate", "--run", str(out), "--device", "cpu"]) == 0
+    assert "pruned model test accuracy 0.0% on 12 prompts" in " ".join(capsys.readouterr().out.split())
+
+
+# ---- bad input: exit 2, one `error:` line, nothing created or overwritten -----------------------------
+
+def expect_user_error(argv: list[str], root: Path, capfd) -> str:
+    before = tree(root)
+    capfd.readouterr()
+    rc = main(argv)
+    err = capfd.readouterr().err
+    lines = err.splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert tree(root) == before, "a failed command created or changed files"
+    return lines[0]
+
+
+@pytest.mark.parametrize("change,expect", [
+    ({"--task": "nope"}, "unknown task 'nope'"),
+    ({"--alpha": "-1"}, "--alpha"),
+    ({"--alpha": "nan"}, "alpha"),
+    ({"--ablation": "resample"}, "--ablation 'resample'"),
+    ({"--engine": "warp"}, "--engine 'warp'"),
+    ({"--n-test": "100000000"}, "at most"),  # beyond the task's pool: fails after the model is loaded
+], ids=["task", "alpha-negative", "alpha-nan", "ablation", "engine", "n-beyond-pool"])
+def test_extract_rejects_bad_input(change, expect, model_dirs, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)  # a default runs/ directory would show up here
+    argv = extract_argv(model_dirs["gpt2"], tmp_path / "out", alpha="0.1")
+    for flag, value in change.items():
+        argv[argv.index(flag) + 1] = value
+    assert expect in expect_user_error(argv, tmp_path, capfd)
+
+
+@pytest.mark.parametrize("hub_id", ["gpt2", "circuit-bench-tests/no-such-model"])
+def test_extract_unknown_model_offline(hub_id, tmp_path, monkeypatch, capfd):
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        pytest.skip(f"{hub_id} is in the local Hugging Face cache")
+    monkeypatch.chdir(tmp_path)  # no local directory named like the hub id
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = extract_argv(Path(hub_id), tmp_path / "out", alpha="0.1")
+    line = expect_user_error(argv, tmp_path, capfd)
+    assert hub_id in line and "smollm2-135m" in line
+
+
+def test_extract_refuses_existing_out(model_dirs, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    line = expect_user_error(extract_argv(model_dirs["gpt2"], out, alpha="0.1"), tmp_path, capfd)
+    assert "--overwrite" in line
+    assert (out / "keep.txt").read_text() == "precious" and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_evaluate_corrupt_manifest(llama_ioi, tmp_path, capfd):
+    run = tmp_path / "run"
+    shutil.copytree(llama_ioi, run)
+    (run / "pruned" / "manifest.json").write_text('{"format": "circuit-bench/pruned-v1", "config": ')
+    line = expect_user_error(["evaluate", "--run", str(run), "--device", "cpu"], tmp_path, capfd)
+    assert "manifest.json" in line
+
+
+def test_evaluate_missing_run(tmp_path, capfd):
+    line = expect_user_error(["evaluate", "--run", str(tmp_path / "nope")], tmp_path, capfd)
+    assert str(tmp_path / "nope") in line
+
+
+def test_no_verb(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    line = expect_user_error([], tmp_path, capfd)
+    assert "extract" in line and "evaluate" in line

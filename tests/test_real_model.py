@@ -1,0 +1,42 @@
+"""End to end on the real embedded default, smollm2-135m (fetched from PyPI once, then cached)."""
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from models import loading
+from models.ablation import collect_means, hooked_logits
+from models.io import load_pruned
+from models.types import Circuit
+from tasks.data import Split
+
+
+@pytest.fixture(scope="module")
+def ioi_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("real") / "ioi"
+    argv = ["extract", "--task", "ioi", "--n-patching", "8", "--n-val", "8", "--n-test", "8", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_real_extraction_prunes_and_keeps_the_task(ioi_run):
+    metrics = json.loads((ioi_run / "metrics.json").read_text())
+    circuit = Circuit.load(ioi_run / "circuit.json")
+    assert (circuit.n_layers, circuit.n_heads) == (30, 9)
+    assert metrics["full"]["test_accuracy"] >= 0.75  # SmolLM2 solves IOI (7 or 8 of these 8 prompts)
+    # 8 validation prompts make a noisier search than the default 40; still a real cut at little cost
+    assert metrics["pruned"]["non_embedding"] < 0.6 * metrics["full"]["non_embedding"]
+    assert metrics["pruned"]["test_accuracy"] >= metrics["full"]["test_accuracy"] - 0.25
+    assert metrics["search"]["steps"] == 300
+
+
+def test_real_pruned_model_equals_the_hook_ablated_model(ioi_run):
+    model, _ = loading.load_model("smollm2-135m")
+    circuit = Circuit.load(ioi_run / "circuit.json")
+    patching = Split.from_jsonl("patching", ioi_run / "splits" / "patching.jsonl").input_ids
+    test = Split.from_jsonl("test", ioi_run / "splits" / "test.jsonl").input_ids
+    means = collect_means(model, patching, "mean")
+    pruned, _ = load_pruned(ioi_run / "pruned")
+    ref = hooked_logits(model, test, circuit.removed(), means)
+    assert torch.allclose(pruned(test, last_only=True), ref, atol=1e-4, rtol=0)

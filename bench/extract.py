@@ -55,7 +55,7 @@ class ExtractArgs:
 
     task: str
     model: str = loading.DEFAULT_MODEL
-    alpha: float = 0.02
+    alpha: float = 0.01
     ablation: str = "mean"
     include_mlps: bool = True
     n_patching: int = 40

@@ -13,14 +13,15 @@ from rich.table import Table
 
 from models.types import BenchError
 
-VERBS = ("extract", "evaluate")
+VERBS = ("extract", "evaluate", "distill")
 
 
 def _arg_classes() -> dict:
     from bench.evaluate_run import EvaluateArgs
+    from bench.distill import DistillArgs
     from bench.extract import ExtractArgs
 
-    return {"extract": ExtractArgs, "evaluate": EvaluateArgs}
+    return {"extract": ExtractArgs, "evaluate": EvaluateArgs, "distill": DistillArgs}
 
 
 def normalise(argv: list[str]) -> list[str]:
@@ -35,7 +36,7 @@ def normalise(argv: list[str]) -> list[str]:
         nxt = argv[i + 1] if i + 1 < len(argv) else "--"
         if key.startswith("no_") and not eq:
             out.append(f"--{key[3:]}=false")
-        elif key in ("include_mlps", "overwrite") and not eq and nxt.startswith("--"):
+        elif key in ("include_mlps", "overwrite", "resume") and not eq and nxt.startswith("--"):
             out.append(f"--{key}=true")
         else:
             out.append(f"--{key}{eq}{value}")
@@ -86,6 +87,10 @@ def run(argv: list[str]) -> int:
         r = evaluate(args)
         Console().print(f"{r['task']} on {r['model']}: pruned model test accuracy {r['test_accuracy']:.1%} "
                         f"on {r['n_test']} prompts")
+    elif verb == "distill":
+        from bench.distill import distill, print_distill
+
+        print_distill(distill(args), Console())
     return 0
 
 

@@ -1,0 +1,394 @@
+"""`bench distill`: the paper's baseline. A student learns the teacher's answer distribution (L_distill,
+see `bench.distillation.l_distill`) with Adam, full batch, under a Lightning Trainer with checkpoints."""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+
+from bench.distillation import (DistillationModule, DistillData, init_student, l_distill, size_student,
+                                student_config, teacher_config, teacher_logits, trainable)
+from bench.evaluate import accuracy
+from bench.extract import versions
+from bench.rundir import check_out, write_json
+from models import arch, loading
+from models.generate import hf_last_logits
+from models.io import MANIFEST, load_pruned, save_pruned
+from models.pruned import PrunedModel, count_params, count_params_of
+from models.search import kl_last
+from models.types import BenchError, Circuit, read_json
+from tasks import get_task
+from tasks.base import first_token_is_target
+from tasks.data import TaskDataModule, load_splits
+
+INITS = ("random", "circuit")
+# what may change between a run and its --resume; everything else must match config.json
+RESUMABLE = ("epochs", "val_every", "ckpt_every", "out", "overwrite", "resume", "device", "accelerator",
+             "devices", "strategy")
+
+
+@dataclass
+class DistillArgs:
+    """Distil a task into a small student trained on the teacher's answer distribution (the paper's baseline).
+
+    Args:
+        task: the task: acronyms, greater-than or ioi.
+        match: an extraction run directory: size the student to its pruned model's non-embedding parameter
+            count (±10%) and train/validate/test on that run's own prompts; the teacher is the run's model.
+        layers: the student's layers (with --heads and --d-mlp, instead of --match).
+        heads: the student's attention heads per layer (K/V heads follow the teacher's GQA group if they divide).
+        d_mlp: the student's MLP width.
+        init: random (seeded normal(0, 0.02) body) or circuit (fine-tune --match's pruned model).
+        model: the teacher (default: --match's model, else smollm2-135m).
+        epochs: training epochs; full batch, so one Adam step each (the paper: 20000).
+        lr: Adam learning rate.
+        temperature: softmax temperature T of L_distill.
+        ce_weight: weight of the cross-entropy to the answer token (tasks whose target is a token id only).
+        n_patching: training prompts (without --match).
+        n_val: validation prompts (without --match).
+        n_test: test prompts (without --match).
+        seed: seeds the prompts and the student's initialisation.
+        val_every: validate every this many epochs (and at the end).
+        ckpt_every: write OUT/checkpoints/last.ckpt every this many epochs (and at the end).
+        out: the run directory (default runs/distill-TASK-...).
+        overwrite: replace an existing run directory.
+        resume: continue from OUT/checkpoints/last.ckpt (--epochs may be raised).
+        device: where the teacher runs once (its cached logits) and the final test evaluation.
+        accelerator: the Lightning Trainer's accelerator (auto, cpu, gpu, ...).
+        devices: the Trainer's devices (1, 2, auto, ...).
+        strategy: the Trainer's strategy (auto, ddp, ...).
+    """
+
+    task: str
+    match: str | None = None
+    layers: int | None = None
+    heads: int | None = None
+    d_mlp: int | None = None
+    init: str = "random"
+    model: str | None = None
+    epochs: int = 20000
+    lr: float = 1e-3
+    temperature: float = 1.0
+    ce_weight: float = 0.0
+    n_patching: int = 40
+    n_val: int = 40
+    n_test: int = 100
+    seed: int = 0
+    val_every: int = 50
+    ckpt_every: int = 100
+    out: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    device: str = "auto"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        task = get_task(self.task)  # unknown task -> BenchError
+        self._check_shape()
+        if self.init not in INITS:
+            raise BenchError(f"unknown --init {self.init!r}; use one of: {', '.join(INITS)}")
+        if self.init == "circuit" and self.match is None:
+            raise BenchError("--init circuit fine-tunes an extracted circuit; give its run with --match RUN_DIR")
+        for name, value, low in (("lr", self.lr, "> 0"), ("temperature", self.temperature, "> 0"),
+                                 ("ce-weight", self.ce_weight, ">= 0")):
+            if not (math.isfinite(value) and (value > 0 or (low == ">= 0" and value == 0))):
+                raise BenchError(f"--{name} must be a finite number {low}, got {value}")
+        if self.ce_weight > 0 and task.correct is not first_token_is_target:
+            raise BenchError(f"task {self.task}'s target is not an answer token, so --ce-weight must be 0")
+        for name in ("epochs", "n_patching", "n_val", "n_test", "val_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.overwrite and self.resume:
+            raise BenchError("give either --overwrite (start again) or --resume (continue), not both")
+        if self.match is not None and self.out_dir.resolve() == Path(self.match).resolve():
+            raise BenchError(f"--out {self.out} is the --match run itself; choose another --out")
+
+    def _check_shape(self) -> None:
+        shape = {"layers": self.layers, "heads": self.heads, "d-mlp": self.d_mlp}
+        given = [k for k, v in shape.items() if v is not None]
+        if self.match is not None and given:
+            raise BenchError("give either --match RUN_DIR or --layers/--heads/--d-mlp, not both")
+        if self.match is None and len(given) < 3:
+            raise BenchError("give --match RUN_DIR, or all of --layers L --heads H --d-mlp M")
+        for k in given:
+            if shape[k] < 1:
+                raise BenchError(f"--{k} must be >= 1, got {shape[k]}")
+        if self.match is not None and not Path(self.match).is_dir():
+            raise BenchError(f"--match {self.match} is not a directory; give a run written by `bench extract`")
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        what = (Path(self.match).resolve().name if self.match else
+                f"{Path(self.model or loading.DEFAULT_MODEL).name}-L{self.layers}H{self.heads}M{self.d_mlp}")
+        return Path("runs") / f"distill-{self.task}-{what}-{self.init}-s{self.seed}"
+
+
+@dataclass
+class ExtractionRun:
+    """What `--match` reads from an extraction run directory."""
+
+    path: Path
+    circuit: Circuit
+    metrics: dict
+    splits: dict
+
+    @property
+    def target(self) -> int:
+        return self.metrics["pruned"]["non_embedding"]
+
+
+def read_run(path: Path) -> ExtractionRun:
+    """The circuit, metrics and splits of a `bench extract` run; anything missing or corrupt -> BenchError."""
+    circuit = Circuit.load(path / "circuit.json")
+    metrics = read_json(path / "metrics.json")
+    try:
+        target = metrics["pruned"]["non_embedding"]
+        if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+            raise ValueError(f"non_embedding is {target!r}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise BenchError(f"{path / 'metrics.json'} is corrupt ({type(e).__name__}: {e}); "
+                         "re-run `bench extract`") from None
+    return ExtractionRun(path, circuit, metrics, load_splits(path / "splits"))
+
+
+def teacher_name(args: DistillArgs, run: ExtractionRun | None) -> str:
+    if run is None:
+        return args.model or loading.DEFAULT_MODEL
+    if args.task != run.circuit.task:
+        raise BenchError(f"{run.path} was extracted for task {run.circuit.task}; pass --task {run.circuit.task}")
+    if args.model is not None and args.model != run.circuit.model:
+        raise BenchError(f"{run.path} was extracted from {run.circuit.model}; drop --model or pass that one")
+    return run.circuit.model
+
+
+def check_start(out: Path, args: DistillArgs) -> None:
+    """Before any work: refuse a non-empty OUT without --overwrite/--resume, or a --resume that cannot be."""
+    if not args.resume:
+        return check_out(out, args.overwrite)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        again = "start again with --overwrite" if out.is_dir() and any(out.iterdir()) else "run without --resume"
+        raise BenchError(f"nothing to resume: {ckpt} does not exist; {again}")
+    if not (out / "config.json").is_file():
+        raise BenchError(f"{out} has no config.json, so it cannot be resumed; start again with --overwrite")
+    before = read_json(out / "config.json").get("args", {})
+    now = asdict(args)
+    changed = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise BenchError(f"{out} was started with --{k.replace('_', '-')} {before.get(k)}, not {now[k]}; "
+                         "resume with the same settings (only --epochs, --val-every, --ckpt-every, --out and device "
+                         "settings may change)")
+    done = epochs_in(ckpt)
+    if done > args.epochs:
+        raise BenchError(f"{ckpt} already holds {done} epochs; resume with --epochs >= {done}")
+
+
+def epochs_in(ckpt: Path) -> int:
+    """Epochs a checkpoint has trained (full batch: one optimizer step each)."""
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise BenchError(f"{ckpt} is unreadable ({type(e).__name__}); start again with --overwrite") from None
+
+
+def data_module(args: DistillArgs, run: ExtractionRun | None, tokenizer, vocab: int) -> TaskDataModule:
+    if run is None:
+        dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
+        dm.setup()
+        return dm
+    if max(max(e.input_ids) for s in run.splits.values() for e in s.examples) >= vocab:
+        raise BenchError(f"{run.path}/splits hold token ids beyond the teacher's vocabulary; re-run `bench extract`")
+    return TaskDataModule.from_splits(args.task, tokenizer, run.splits)
+
+
+def make_student(args: DistillArgs, run: ExtractionRun | None, teacher) -> tuple[PrunedModel, dict]:
+    """The student and how it was sized: --init circuit loads --match's pruned model; otherwise a random
+    body of the --match-sized or explicit shape."""
+    s = arch.check_supported(teacher)
+    if args.init == "circuit":
+        student, _ = load_pruned(run.path / "pruned")
+        c = student.cfg
+        if (c.arch, c.d_model, c.vocab_size) != (s.arch, s.d_model, s.vocab_size):
+            raise BenchError(f"{run.path / 'pruned'} does not belong to the teacher {run.circuit.model}")
+        return trainable(student), {"layers": c.n_layers, "heads": sum(map(len, c.heads)), "mlps": sum(c.mlps)}
+    base = teacher_config(teacher)
+    shape = size_student(base, s.group, s.n_layers, run.target) if run else (args.layers, args.heads, args.d_mlp)
+    cfg = student_config(base, s.group, *shape, meta={"task": args.task, "teacher": teacher.config._name_or_path})
+    return init_student(cfg, teacher, args.seed), {"layers": cfg.n_layers, "heads": cfg.n_heads,
+                                                   "kv_heads": cfg.n_kv_heads, "d_mlp": cfg.d_mlp}
+
+
+def student_report(student: PrunedModel, task, tokenizer, dm: TaskDataModule, cached: dict, args) -> dict:
+    """Test accuracy, KL to the teacher on test and val, and the training loss, of the student as it is now."""
+    device = loading.resolve_device(args.device)
+    student.to(device).eval()  # outside inference mode, so the parameters stay trainable
+    fn = lambda ids: student(ids.to(device), last_only=True).float().cpu()  # noqa: E731
+    with torch.inference_mode():
+        split = {name: fn(dm.split(name).input_ids) for name in ("patching", "val", "test")}
+    return {"test_accuracy": accuracy(task, tokenizer, fn, dm.test),
+            "val_accuracy": accuracy(task, tokenizer, fn, dm.val),
+            "test_kl_to_teacher": kl_last(cached["test"], split["test"]),
+            "val_kl_to_teacher": kl_last(cached["val"], split["val"]),
+            "train_l_distill": float(l_distill(split["patching"], cached["patching"], dm.patching.targets,
+                                               args.temperature, args.ce_weight))}
+
+
+def make_trainer(args: DistillArgs, out: Path) -> L.Trainer:
+    """The Trainer (built before any work, so a bad --accelerator/--devices/--strategy is one line)."""
+    # a resumed run's TensorBoard steps past its checkpoint are purged: they are trained again
+    purge = epochs_in(out / "checkpoints" / "last.ckpt") + 1 if args.resume else None
+    logger = TensorBoardLogger(out, name="tb", version="", default_hp_metric=False, purge_step=purge)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_epochs=args.ckpt_every,
+                           save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    final = FinalCheckpoint(out / "checkpoints" / "last.ckpt")
+    try:
+        return L.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
+                         strategy=args.strategy, logger=logger, callbacks=[ckpt, final, RichProgressBar()],
+                         check_val_every_n_epoch=args.val_every, num_sanity_val_steps=0, log_every_n_steps=1,
+                         enable_model_summary=False, default_root_dir=out)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        raise BenchError(f"the Trainer refuses --accelerator {args.accelerator} --devices {args.devices} --strategy "
+                         f"{args.strategy} ({str(e).strip().splitlines()[0]}); see `bench distill --help`") from None
+
+
+class FinalCheckpoint(Callback):
+    """last.ckpt at the end of training too (inside the training processes, so it holds the true loop state
+    under every strategy): --resume with more --epochs continues from there."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def train(args: DistillArgs, trainer: L.Trainer, out: Path, module: DistillationModule,
+          data: DistillData) -> tuple[int, int, float]:
+    """Fit, resuming from last.ckpt with --resume; (epochs done, epochs resumed from, training wall seconds)."""
+    ckpt = out / "checkpoints" / "last.ckpt"
+    start = epochs_in(ckpt) if args.resume else 0
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt if args.resume else None)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # rank 0 evaluates alone; the other ranks are done
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["global_step"]), start, float(state.get("train_wall_s", 0.0))
+
+
+def distill(args: DistillArgs) -> Path:
+    """Run `bench distill`; returns the run directory."""
+    out, rank0 = args.out_dir, rank_zero_only.rank == 0
+    if rank0:  # DDP's other ranks re-run this command once rank 0 has started writing OUT
+        check_start(out, args)
+    trainer = make_trainer(args, out)
+    run = read_run(Path(args.match)) if args.match else None
+    name, task = teacher_name(args, run), get_task(args.task)
+    L.seed_everything(args.seed, verbose=False)
+    teacher, tokenizer = loading.load_model(name, device=loading.resolve_device(args.device))
+    dm = data_module(args, run, tokenizer, teacher.config.vocab_size)
+    student, shape = make_student(args, run, teacher)
+    cached = teacher_logits(teacher, dm)  # once; the teacher is not needed after this
+    teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, hf_last_logits(teacher), dm.test),
+                    **count_params_of(teacher_config(teacher))}
+    del teacher
+    free(loading.resolve_device(args.device))
+    at_init = student_report(student, task, tokenizer, dm, cached, args)["test_kl_to_teacher"]
+    module = DistillationModule(trainable(student.cpu()), task, tokenizer, args.lr, args.temperature, args.ce_weight)
+    if rank0:
+        begin(out, args, name, shape, dm)
+    epochs, start, wall = train(args, trainer, out, module, DistillData.wrap(dm, args.task, cached))
+    if not rank0:
+        return out
+    report = student_report(module.student, task, tokenizer, dm, cached, args)
+    if epochs > start and epochs % args.val_every:  # the end of training is always validated
+        with SummaryWriter(out / "tb") as tb:
+            tb.add_scalar("val/kl", report["val_kl_to_teacher"], epochs)
+            tb.add_scalar("val/accuracy", report["val_accuracy"], epochs)
+    student_info = {"init": args.init, "shape": shape, **count_params(module.student), **report,
+                    "test_kl_to_teacher_at_init": at_init}
+    metrics = {"task": args.task, "teacher": teacher_info, "student": student_info,
+               "match": match_info(run, student_info),
+               "train": {"epochs_run": epochs, "epochs": args.epochs, "resumed_from_epoch": start, "wall_s": wall,
+                         "optimizer": "Adam", "lr": args.lr, "batch": "full", "temperature": args.temperature,
+                         "ce_weight": args.ce_weight, "n": {k: len(dm.split(k)) for k in ("patching", "val", "test")}}}
+    finish(out, args, module.student, metrics)
+    return out
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def match_info(run: ExtractionRun | None, student: dict) -> dict | None:
+    if run is None:
+        return None
+    pruned = run.metrics["pruned"]
+    return {"run": str(run.path), "circuit_non_embedding": run.target, "ratio": student["non_embedding"] / run.target,
+            "circuit_test_accuracy": pruned.get("test_accuracy"), "circuit_test_kl": pruned.get("test_kl_to_full")}
+
+
+def begin(out: Path, args: DistillArgs, teacher: str, shape: dict, dm: TaskDataModule) -> None:
+    """Just before training: clear OUT for --overwrite, then write config.json and the prompts."""
+    if args.overwrite and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # a resumed run is unfinished until it writes a new one
+    if not args.resume:
+        write_json(out / "config.json", {"command": "distill", "args": asdict(args), "teacher": teacher,
+                                         "student_shape": shape, "versions": versions()})
+        dm.save(out / "splits")
+
+
+def finish(out: Path, args: DistillArgs, student: PrunedModel, metrics: dict) -> None:
+    """Write the student (manifest with a "distill" provenance), config.json with the epochs run, metrics.json last."""
+    save_pruned(student.cpu(), out / "student", circuit=None)
+    manifest = json.loads((out / "student" / MANIFEST).read_text())
+    manifest["distill"] = {"teacher": metrics["teacher"]["model"], "task": args.task, "init": args.init,
+                           "match": args.match, "seed": args.seed, **metrics["train"]}
+    write_json(out / "student" / MANIFEST, manifest)
+    config = read_json(out / "config.json")
+    config.update(args=asdict(args), epochs_run=metrics["train"]["epochs_run"])  # this (last) invocation's args
+    write_json(out / "config.json", config)
+    partial = out / f".metrics.json.{os.getpid()}"
+    write_json(partial, metrics)
+    partial.replace(out / "metrics.json")
+
+
+def print_distill(out: Path, console: Console) -> None:
+    if rank_zero_only.rank != 0:  # DDP's other ranks write and print nothing
+        return
+    m = json.loads((out / "metrics.json").read_text())
+    t, s, tr = m["teacher"], m["student"], m["train"]
+    table = Table(title=f"distill {m['task']} from {t['model']}  ({tr['epochs_run']} epochs, lr {tr['lr']:g}, "
+                        f"T {tr['temperature']:g})")
+    for col in ("", "non-emb. params", "test accuracy", "KL to teacher"):
+        table.add_column(col, justify="right")
+    table.add_row("teacher", f"{t['non_embedding']:,}", f"{t['test_accuracy']:.1%}", "0")
+    if m["match"]:
+        c = m["match"]
+        table.add_row("circuit", f"{c['circuit_non_embedding']:,}", f"{c['circuit_test_accuracy']:.1%}",
+                      f"{c['circuit_test_kl']:.4f}")
+    table.add_row(f"student ({s['init']})", f"{s['non_embedding']:,}", f"{s['test_accuracy']:.1%}",
+                  f"{s['test_kl_to_teacher']:.4f} (init {s['test_kl_to_teacher_at_init']:.4f})")
+    console.print(table)
+    console.print(f"student {s['shape']}; {tr['epochs_run']} epochs in {tr['wall_s']:.1f} s; run: {out}")

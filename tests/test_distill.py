@@ -1,0 +1,202 @@
+"""`bench distill` on a tiny random Llama teacher that uses the real SmolLM2 tokenizer."""
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bench.cli import main
+from bench.distillation import DistillationModule, l_distill, size_student
+from models.io import load_pruned
+from models.pruned import PrunedConfig, count_params_of
+from models.types import BenchError
+from tests.tiny import _randomise
+
+SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls on 2 shared cores: one thread avoids OpenMP oversubscription (and is deterministic)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, smollm2_tokenizer):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                      rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.2)
+    path = tmp_path_factory.mktemp("teacher")
+    _randomise(LlamaForCausalLM(cfg)).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, teacher):
+    out = tmp_path_factory.mktemp("extract") / "run"
+    assert main(["extract", "--model", teacher, "--task", "ioi", "--alpha", "0.3", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def distill(teacher, out, *extra, shape=("--layers", "1", "--heads", "3", "--d-mlp", "16")) -> dict:
+    argv = ["distill", "--task", "ioi", "--model", teacher, *shape, *SMALL, "--out", str(out), *extra]
+    assert main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def scalars(run, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def test_l_distill_by_hand():
+    s, t, y = torch.randn(3, 7), torch.randn(3, 7), torch.tensor([1, 2, 3])
+    p_t, temp = torch.softmax(t / 2, -1), 2.0
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / 2, -1))).sum(-1).mean()
+    expected = temp ** 2 * kl + 0.5 * torch.nn.functional.cross_entropy(s, y)
+    assert torch.allclose(l_distill(s, t, y, temperature=temp, ce_weight=0.5), expected, atol=1e-6)
+    assert float(l_distill(t, t)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_student_learns_the_teacher(teacher, tmp_path, capsys):
+    m = distill(teacher, tmp_path / "d", "--epochs", "30", "--lr", "0.01", "--val-every", "8")
+    s = m["student"]
+    assert s["test_kl_to_teacher"] < 0.9 * s["test_kl_to_teacher_at_init"]
+    assert m["train"]["epochs_run"] == 30 and "30 epochs" in capsys.readouterr().out
+    loss = scalars(tmp_path / "d", "train/l_distill")
+    assert len(loss) == 30 and loss[max(loss)] < 0.8 * loss[min(loss)]
+    assert sorted(scalars(tmp_path / "d", "val/kl")) == sorted(scalars(tmp_path / "d", "val/accuracy"))
+    assert len(scalars(tmp_path / "d", "val/kl")) == 4  # epochs 8, 16, 24 and the end
+    student, manifest = load_pruned(tmp_path / "d" / "student")
+    assert manifest["circuit"] is None and manifest["distill"]["epochs_run"] == 30
+    norms, qkv, o, mlp = 3 * 48, 48 * 8 * (3 + 2 * 1), 3 * 8 * 48, 3 * 48 * 16
+    assert count_params_of(student.cfg)["non_embedding"] == s["non_embedding"] == norms + qkv + o + mlp
+    emb = load_file(f"{teacher}/model.safetensors")["model.embed_tokens.weight"]
+    assert torch.equal(student.wte.weight, emb)  # copied and frozen
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["epochs_run"] == 30 and config["args"]["epochs"] == 30
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(teacher, tmp_path, monkeypatch):
+    common = ("--ckpt-every", "2", "--val-every", "2", "--lr", "0.01")
+    whole = distill(teacher, tmp_path / "a", "--epochs", "6", *common)
+    distill(teacher, tmp_path / "b", "--epochs", "3", *common)  # a short run, then extend it ...
+    original = DistillationModule.on_train_epoch_end
+
+    def crash(self):
+        original(self)
+        if self.current_epoch == 4:  # ... and kill it in epoch 5: last.ckpt holds epoch 4
+            raise RuntimeError("killed")
+    monkeypatch.setattr(DistillationModule, "on_train_epoch_end", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        distill(teacher, tmp_path / "b", "--epochs", "6", "--resume", *common)
+    monkeypatch.undo()
+    resumed = distill(teacher, tmp_path / "b", "--epochs", "6", "--resume", *common)
+    assert resumed["train"]["resumed_from_epoch"] == 4 and resumed["train"]["epochs_run"] == 6
+    for m in (whole, resumed):
+        del m["train"]["wall_s"], m["train"]["resumed_from_epoch"]
+    assert resumed == whole
+    a, b = (load_file(tmp_path / x / "student" / "model.safetensors") for x in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert scalars(tmp_path / "a", "train/l_distill") == scalars(tmp_path / "b", "train/l_distill")
+
+
+def test_match_sizes_the_student_and_uses_the_runs_prompts(teacher, run_dir, tmp_path):
+    m = distill(teacher, tmp_path / "m", "--epochs", "2", shape=("--match", str(run_dir)))
+    target = json.loads((run_dir / "metrics.json").read_text())["pruned"]["non_embedding"]
+    assert m["match"]["circuit_non_embedding"] == target
+    assert abs(m["student"]["non_embedding"] / target - 1) <= 0.10
+    for split in ("patching", "val", "test"):
+        name = f"{split}.jsonl"
+        assert (tmp_path / "m" / "splits" / name).read_text() == (run_dir / "splits" / name).read_text()
+
+
+def test_init_circuit_fine_tunes_the_pruned_model(teacher, run_dir, tmp_path):
+    m = distill(teacher, tmp_path / "c", "--epochs", "2", "--init", "circuit", shape=("--match", str(run_dir)))
+    circuit, _ = load_pruned(run_dir / "pruned")
+    student, _ = load_pruned(tmp_path / "c" / "student")
+    assert m["student"]["non_embedding"] == m["match"]["circuit_non_embedding"]
+    assert m["student"]["test_kl_to_teacher_at_init"] == pytest.approx(m["match"]["circuit_test_kl"], abs=1e-5)
+    before, after = circuit.state_dict(), student.state_dict()
+    assert torch.equal(before["wte.weight"], after["wte.weight"])  # frozen
+    consts = [k for k in before if k.endswith(("attn_bias", "mlp_const"))]
+    assert all(torch.equal(before[k], after[k]) for k in consts)  # folded constants stay fixed
+    assert not torch.equal(before["ln_f.weight"], after["ln_f.weight"])  # everything else trains
+
+
+def test_sizing_picks_the_teachers_shape_within_ten_percent():
+    base = PrunedConfig(arch="llama", d_model=576, d_mlp=1536, n_heads=9, n_kv_heads=3, head_dim=64, vocab_size=49152,
+                        eps=1e-5, rope_theta=1e5, n_positions=64, heads=[list(range(9))] * 30, mlps=[True] * 30,
+                        scheme="zero")
+    full = count_params_of(base)["non_embedding"]
+    layers, heads, d_mlp = size_student(base, 3, 30, full // 2)
+    assert (heads, layers) == (9, 15) and abs(d_mlp - 1536) < 20
+    layers, heads, d_mlp = size_student(base, 3, 30, 500_000)  # below one full-head layer: fewer heads
+    assert layers == 1 and heads < 9
+    with pytest.raises(BenchError):
+        size_student(base, 3, 30, 1000)
+
+
+def _bad_runs(run_dir, tmp_path):
+    corrupt, tiny = tmp_path / "run-corrupt", tmp_path / "run-tiny"
+    for d in (corrupt, tiny):
+        shutil.copytree(run_dir, d)
+    (corrupt / "metrics.json").write_text("{not json")
+    m = json.loads((tiny / "metrics.json").read_text())
+    m["pruned"]["non_embedding"] = 10
+    (tiny / "metrics.json").write_text(json.dumps(m))
+    return corrupt, tiny
+
+
+BAD = {
+    "lr": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--lr", "0"],
+    "epochs": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--epochs", "0"],
+    "temperature": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--temperature", "0"],
+    "nan": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--temperature", "nan"],
+    "both": ["--match", "{run}", "--layers", "1", "--heads", "1", "--d-mlp", "4"],
+    "neither": [],
+    "partial": ["--layers", "1", "--heads", "1"],
+    "missing": ["--match", "{tmp}/nowhere"],
+    "corrupt": ["--match", "{corrupt}"],
+    "unmatchable": ["--match", "{tiny}"],
+    "circuit-without-run": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--init", "circuit"],
+    "ce-greater-than": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--ce-weight", "1", "--task", "greater-than"],
+    "resume-nothing": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--resume"],
+    "occupied": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--out", "{run}"],
+    "out-is-the-run": ["--match", "{run}", "--out", "{run}", "--overwrite"],
+    "lr-word": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--lr", "fast"],
+}
+
+
+def test_bad_inputs_are_one_line_and_exit_2(teacher, run_dir, tmp_path, capsys):
+    corrupt, tiny = _bad_runs(run_dir, tmp_path)
+    before = sorted(p.name for p in run_dir.iterdir())
+    for name, extra in BAD.items():
+        extra = [a.format(run=run_dir, tmp=tmp_path, corrupt=corrupt, tiny=tiny) for a in extra]
+        argv = ["distill", "--task", "ioi", "--model", teacher, "--out", str(tmp_path / name), *extra]
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), (name, err)
+        assert not (tmp_path / name).exists(), name
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing touched
+    assert math.isfinite(json.loads((run_dir / "metrics.json").read_text())["pruned"]["non_embedding"])
+
+
+def test_perf_benchmark_writes_its_table(teacher, tmp_path):
+    from bench.perf_distill import main as perf
+
+    out = tmp_path / "perf.md"
+    assert perf(["--model", teacher, "--steps", "1", "--warmup", "0", "--n-prompts", "4", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| cached teacher logits |" in text and "| teacher forward every step |" in text and "×" in text
+    assert torch.__version__ in text and "python -m bench.perf_distill" in text

@@ -1,32 +1,86 @@
 """The `bench` command: one typed function per verb, wired by jsonargparse."""
 from __future__ import annotations
 
+import importlib
+import json
 import logging
+import math
 import os
 import sys
 import warnings
 from argparse import ArgumentError
+from dataclasses import dataclass, fields
 
 from jsonargparse import ArgumentParser
 from rich.console import Console
-from rich.table import Table
 
 from models.types import BenchError
 
-VERBS = ("extract", "evaluate", "distill")
+
+@dataclass(frozen=True)
+class Verb:
+    """Where a verb lives: its args dataclass, the function that runs it, the one that prints its result."""
+
+    module: str
+    args: str
+    run: str
+    show: str
+
+    def load(self, name: str):
+        return getattr(importlib.import_module(self.module), getattr(self, name))
 
 
-def _arg_classes() -> dict:
-    from bench.evaluate_run import EvaluateArgs
-    from bench.distill import DistillArgs
-    from bench.extract import ExtractArgs
+VERBS = {
+    "extract": Verb("bench.extract", "ExtractArgs", "extract", "print_extract"),
+    "evaluate": Verb("bench.evaluate_run", "EvaluateArgs", "evaluate", "print_evaluate"),
+    "distill": Verb("bench.distill", "DistillArgs", "distill", "print_distill"),
+    "sweep": Verb("bench.sweep", "SweepArgs", "sweep", "print_sweep"),
+}
 
-    return {"extract": ExtractArgs, "evaluate": EvaluateArgs, "distill": DistillArgs}
+
+def bool_flags() -> set[str]:
+    """Every boolean option of every verb, so `--flag` alone means true."""
+    return {f.name for spec in VERBS.values() for f in fields(spec.load("args")) if f.type in ("bool", bool)}
+
+
+def list_flags() -> set[str]:
+    return {f.name for spec in VERBS.values() for f in fields(spec.load("args")) if "list[" in str(f.type)}
+
+
+def _yaml_item(text: str) -> str:
+    """A number stays a number (NaN/inf in YAML spelling, so the args check rejects them in its words)."""
+    try:
+        x = float(text)
+    except ValueError:
+        return json.dumps(text)
+    return ".nan" if math.isnan(x) else ("-.inf" if x < 0 else ".inf") if math.isinf(x) else repr(x)
+
+
+def gather_list(argv: list[str], name: str) -> list[str]:
+    """`--name a b` (values up to the next --flag) or `--name=a,b` -> `--name=[a, b]`, which jsonargparse parses."""
+    out, i = [], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag[2:].replace("-", "_") != name or not flag.startswith("--") or value.lstrip().startswith("["):
+            out.append(argv[i])
+            i += 1
+            continue
+        if eq:
+            values, i = value.split(","), i + 1
+        else:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            values, i = argv[i + 1:j], j
+        out.append(f"--{name}=[{', '.join(_yaml_item(v.strip()) for v in values if v.strip())}]")
+    return out
 
 
 def normalise(argv: list[str]) -> list[str]:
-    """Accept --n-patching for --n_patching, and --flag / --no-flag for booleans."""
-    out: list[str] = []
+    """Accept --n-patching for --n_patching, --flag / --no-flag for booleans, and --alphas a b for lists."""
+    for name in list_flags():
+        argv = gather_list(argv, name)
+    flags, out = bool_flags(), []
     for i, a in enumerate(argv):
         if not a.startswith("--") or a in ("--help",):
             out.append(a)
@@ -36,7 +90,7 @@ def normalise(argv: list[str]) -> list[str]:
         nxt = argv[i + 1] if i + 1 < len(argv) else "--"
         if key.startswith("no_") and not eq:
             out.append(f"--{key[3:]}=false")
-        elif key in ("include_mlps", "overwrite", "resume") and not eq and nxt.startswith("--"):
+        elif key in flags and not eq and nxt.startswith("--"):
             out.append(f"--{key}=true")
         else:
             out.append(f"--{key}{eq}{value}")
@@ -47,28 +101,12 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(prog="bench", description="circuit-bench: task-specific circuits vs distillation",
                        exit_on_error=False)
     sub = p.add_subcommands(dest="verb")
-    for verb, cls in _arg_classes().items():
+    for verb, spec in VERBS.items():
+        cls = spec.load("args")
         sp = ArgumentParser(exit_on_error=False)
         sp.add_class_arguments(cls)
         sub.add_subcommand(verb, sp, help=(cls.__doc__ or "").splitlines()[0])
     return p
-
-
-def print_extract(out, console: Console) -> None:
-    import json
-
-    m = json.loads((out / "metrics.json").read_text())
-    c = json.loads((out / "circuit.json").read_text())
-    full, pruned = m["full"], m["pruned"]
-    t = Table(title=f"{c['task']} on {c['model']}  (alpha={c['alpha']}, {c['ablation']} ablation)")
-    for col in ("", "non-emb. params", "test accuracy", "KL to full"):
-        t.add_column(col, justify="right")
-    t.add_row("full", f"{full['non_embedding']:,}", f"{full['test_accuracy']:.1%}", "0")
-    cut = 1 - pruned["non_embedding"] / full["non_embedding"]
-    t.add_row("circuit", f"{pruned['non_embedding']:,} (-{cut:.1%})", f"{pruned['test_accuracy']:.1%}",
-              f"{pruned['test_kl_to_full']:.4f}")
-    console.print(t)
-    console.print(f"kept {len(c['heads'])} heads, {len(c['mlps'])} MLPs; search {m['search']['wall_s']:.0f} s; run: {out}")
 
 
 def run(argv: list[str]) -> int:
@@ -76,21 +114,9 @@ def run(argv: list[str]) -> int:
     verb = cfg.verb
     if verb is None:
         raise BenchError(f"give a verb: bench {{{','.join(VERBS)}}} --help")
-    args = _arg_classes()[verb](**{k: v for k, v in vars(cfg[verb]).items() if k != "__path__"})
-    if verb == "extract":
-        from bench.extract import extract
-
-        print_extract(extract(args), Console())
-    elif verb == "evaluate":
-        from bench.evaluate_run import evaluate
-
-        r = evaluate(args)
-        Console().print(f"{r['task']} on {r['model']}: pruned model test accuracy {r['test_accuracy']:.1%} "
-                        f"on {r['n_test']} prompts")
-    elif verb == "distill":
-        from bench.distill import distill, print_distill
-
-        print_distill(distill(args), Console())
+    spec = VERBS[verb]
+    args = spec.load("args")(**{k: v for k, v in vars(cfg[verb]).items() if k != "__path__"})
+    spec.load("show")(spec.load("run")(args), Console())
     return 0
 
 
@@ -105,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
     except ArgumentError as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"error: {msg} (see: bench {argv[0] if argv else ''} --help)", file=sys.stderr)
+        verb = argv[0] + " " if argv and argv[0] in VERBS else ""
+        print(f"error: {msg} (see: bench {verb}--help)", file=sys.stderr)
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr)
         return 130

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from bench.evaluate import accuracy
 from models import loading
 from models.io import load_pruned
@@ -14,10 +16,10 @@ from tasks.data import Split
 
 @dataclass
 class EvaluateArgs:
-    """Reload the pruned model of an extraction run and report its test accuracy.
+    """Reload the standalone model of a run (extracted circuit or distilled student); report its test accuracy.
 
     Args:
-        run: a run directory written by `bench extract`.
+        run: a run directory written by `bench extract` or `bench distill`.
         device: cpu, cuda, cuda:N or auto.
         dtype: float32 (default), bfloat16 or float16.
     """
@@ -31,15 +33,30 @@ class EvaluateArgs:
             raise BenchError(f"--run {self.run} is not a directory; give a run written by `bench extract`")
 
 
+def _task_and_model(manifest: dict, where: Path) -> tuple[str, str]:
+    """An extraction's manifest holds its circuit; a distilled student's, its distill provenance."""
+    if manifest.get("circuit"):
+        circuit = Circuit.from_dict(manifest["circuit"])
+        return circuit.task, circuit.model
+    info = manifest.get("distill")
+    if not isinstance(info, dict) or not {"task", "teacher"} <= set(info):
+        raise BenchError(f"{where} records neither a circuit nor a distillation; re-create the run")
+    return info["task"], info["teacher"]
+
+
 def evaluate(args: EvaluateArgs) -> dict:
     run = Path(args.run)
+    where = next((run / d for d in ("pruned", "student") if (run / d).is_dir()), run / "pruned")
     device = loading.resolve_device(args.device)
-    model, manifest = load_pruned(run / "pruned", device=device, dtype=loading.resolve_dtype(args.dtype))
-    if manifest.get("circuit") is None:
-        raise BenchError(f"{run / 'pruned'} has no circuit in its manifest; re-run `bench extract`")
-    circuit = Circuit.from_dict(manifest["circuit"])
-    task, tokenizer = get_task(circuit.task), loading.load_tokenizer(circuit.model)
+    model, manifest = load_pruned(where, device=device, dtype=loading.resolve_dtype(args.dtype))
+    task_name, model_name = _task_and_model(manifest, where)
+    task, tokenizer = get_task(task_name), loading.load_tokenizer(model_name)
     test = Split.from_jsonl("test", run / "splits" / "test.jsonl")
     fn = lambda ids: model(ids.to(device), last_only=True)  # noqa: E731
-    return {"task": circuit.task, "model": circuit.model, "n_test": len(test),
+    return {"task": task_name, "model": model_name, "n_test": len(test),
             "test_accuracy": accuracy(task, tokenizer, fn, test)}
+
+
+def print_evaluate(result: dict, console: Console) -> None:
+    console.print(f"{result['task']} on {result['model']}: standalone model test accuracy "
+                  f"{result['test_accuracy']:.1%} on {result['n_test']} prompts")

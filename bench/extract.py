@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from rich.console import Console
+from rich.table import Table
 
 from bench.evaluate import accuracy, kl_to
 from bench.extraction import ExtractionModule
@@ -170,3 +172,18 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "lightning": lightning.__version__}
+
+
+def print_extract(out, console: Console) -> None:
+    m = json.loads((out / "metrics.json").read_text())
+    c = json.loads((out / "circuit.json").read_text())
+    full, pruned = m["full"], m["pruned"]
+    t = Table(title=f"{c['task']} on {c['model']}  (alpha={c['alpha']}, {c['ablation']} ablation)")
+    for col in ("", "non-emb. params", "test accuracy", "KL to full"):
+        t.add_column(col, justify="right")
+    t.add_row("full", f"{full['non_embedding']:,}", f"{full['test_accuracy']:.1%}", "0")
+    cut = 1 - pruned["non_embedding"] / full["non_embedding"]
+    t.add_row("circuit", f"{pruned['non_embedding']:,} (-{cut:.1%})", f"{pruned['test_accuracy']:.1%}",
+              f"{pruned['test_kl_to_full']:.4f}")
+    console.print(t)
+    console.print(f"kept {len(c['heads'])} heads, {len(c['mlps'])} MLPs; search {m['search']['wall_s']:.0f} s; run: {out}")

@@ -351,14 +351,14 @@ def test_evaluate_reproduces_pruned_accuracy(digit_gpt2_dir, tmp_path, capsys):
 
     assert main(["evaluate", "--run", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert f"pruned model test accuracy {oracle:.1%} on {n_test} prompts" in " ".join(printed.split())
+    assert f"standalone model test accuracy {oracle:.1%} on {n_test} prompts" in " ".join(printed.split())
     assert tree(out) == before  # evaluate only reads
 
     # it scores the run's own test split: with every start year at 99 nothing is later
     rows = jsonl(out / "splits" / "test.jsonl")
     (out / "splits" / "test.jsonl").write_text("".join(json.dumps({**r, "target": 99}) + "\n" for r in rows))
     assert main(["evaluate", "--run", str(out), "--device", "cpu"]) == 0
-    assert "pruned model test accuracy 0.0% on 12 prompts" in " ".join(capsys.readouterr().out.split())
+    assert "standalone model test accuracy 0.0% on 12 prompts" in " ".join(capsys.readouterr().out.split())
 
 
 # ---- bad input: exit 2, one `error:` line, nothing created or overwritten -----------------------------

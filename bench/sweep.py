@@ -1,0 +1,306 @@
+"""`bench sweep`: Algorithm 1 at several alphas on one loaded model, as in the paper's Figures 1-2.
+
+The model, the prompts and the patching means are loaded once; each alpha then runs Algorithm 1 from scratch
+(fast engine), truly prunes and scores the circuit on the test split. On GPT-2 small the kept heads are also
+scored against the published circuit of the task (`models.published`): TPR/FPR per alpha and the ROC AUC.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from bench.extract import ExtractArgs, evaluate_models, patching_means, search_circuit, versions
+from bench.rundir import check_out, publishing, write_json
+from models import arch, loading, published
+from models.ablation import Means
+from models.pruned import count_params_of
+from models.roc import roc_auc, tpr_fpr
+from models.surgery import prune, pruned_config
+from models.types import SCHEMES, BenchError, Circuit
+from tasks import get_task
+from tasks.base import Task, Tokenizer
+from tasks.data import TaskDataModule
+
+COLUMNS = ("alpha", "kept_heads", "kept_mlps", "non_embedding_params", "pct_of_full", "test_accuracy",
+           "test_kl_to_full", "search_wall_s", "forwards")
+ROC_COLUMNS = ("tpr", "fpr")
+PLOTS = ("size_vs_alpha.png", "accuracy_vs_size.png")
+
+
+@dataclass
+class SweepArgs:
+    """Extract circuits at several alphas (model, prompts and means loaded once) and plot size and accuracy.
+
+    Args:
+        task: the task: acronyms, greater-than or ioi.
+        alphas: KL thresholds, each run from scratch (e.g. --alphas 0.001 0.01 0.1); sorted ascending.
+        model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
+        ablation: mean (per-position mean over the patching set) or zero.
+        include_mlps: also try to remove each layer's MLP.
+        n_patching: prompts whose activations give the means.
+        n_val: prompts that drive the KL of the search.
+        n_test: held-out prompts for the reported accuracy.
+        seed: seeds the prompts; the same seed gives the same circuits.
+        out: the sweep directory (default runs/sweep-TASK-MODEL-ABLATION-sSEED).
+        overwrite: replace an existing sweep directory.
+        device: cpu, cuda, cuda:N or auto.
+        dtype: float32 (default), bfloat16 or float16.
+    """
+
+    task: str
+    alphas: list[float]
+    model: str = loading.DEFAULT_MODEL
+    ablation: str = "mean"
+    include_mlps: bool = True
+    n_patching: int = 40
+    n_val: int = 40
+    n_test: int = 100
+    seed: int = 0
+    out: str | None = None
+    overwrite: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        get_task(self.task)  # unknown task -> BenchError
+        self.alphas = check_alphas(self.alphas)
+        if self.ablation not in SCHEMES:
+            raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
+        for name in ("n_patching", "n_val", "n_test"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        loading.resolve_dtype(self.dtype)
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        model = Path(self.model).name or self.model
+        return Path("runs") / f"sweep-{self.task}-{model}-{self.ablation}-s{self.seed}"
+
+    def extract_args(self, alpha: float) -> ExtractArgs:
+        """The `bench extract` arguments of one alpha of the sweep (fast engine)."""
+        return ExtractArgs(task=self.task, model=self.model, alpha=alpha, ablation=self.ablation,
+                           include_mlps=self.include_mlps, n_patching=self.n_patching, n_val=self.n_val,
+                           n_test=self.n_test, seed=self.seed, engine="fast", device=self.device, dtype=self.dtype)
+
+
+def check_alphas(alphas) -> list[float]:
+    """Finite, >= 0, distinct alphas, sorted ascending; anything else -> BenchError."""
+    if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__iter__"):
+        raise BenchError(f"--alphas must be a list of numbers, got {alphas!r}")
+    try:
+        values = [float(a) for a in alphas]
+    except (TypeError, ValueError):
+        raise BenchError(f"--alphas must be numbers, got {list(alphas)!r}") from None
+    if not values:
+        raise BenchError("--alphas is empty; give at least one alpha, e.g. --alphas 0.001 0.01 0.1")
+    for a in values:
+        if not (math.isfinite(a) and a >= 0):
+            raise BenchError(f"every --alphas value must be a finite number >= 0, got {a}")
+    if len(set(values)) != len(values):
+        raise BenchError(f"--alphas repeats a value: {values}")
+    return sorted(values)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What every alpha of the sweep shares: loaded once."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    task: Task
+    dm: TaskDataModule
+    means: Means
+    shape: arch.Shape
+    truth: published.PublishedCircuit | None
+
+
+def load(args: SweepArgs) -> Loaded:
+    L.seed_everything(args.seed, verbose=False)
+    device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
+    model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
+    shape, task = arch.check_supported(model), get_task(args.task)
+    dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
+    dm.setup()
+    means = patching_means(model, task, tokenizer, dm, args.ablation)
+    return Loaded(model, tokenizer, task, dm, means, shape, published.for_model(model.config, args.task))
+
+
+def alpha_dir(alpha: float) -> str:
+    return f"alpha-{alpha!r}"  # repr: distinct floats get distinct names
+
+
+def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params: dict) -> tuple[dict, dict]:
+    """Algorithm 1 at one alpha from scratch; writes its circuit.json (and TensorBoard log). (row, full metrics)."""
+    where = run / alpha_dir(alpha)
+    where.mkdir()
+    search, wall = search_circuit(args.extract_args(alpha), ctx.model, ctx.dm, ctx.means, where)
+    s = ctx.shape
+    circuit = Circuit.from_removed(
+        set(search.removed), model=args.model, task=args.task, alpha=alpha, ablation=args.ablation,
+        include_mlps=args.include_mlps, seed=args.seed, n_layers=s.n_layers, n_heads=s.n_heads)
+    (where / "circuit.json").write_text(circuit.to_json())
+    pruned = prune(ctx.model, search.removed, ctx.means, meta={"task": args.task, "model": args.model})
+    m = evaluate_models(ctx.task, ctx.tokenizer, ctx.model, pruned, ctx.dm, full_params)
+    p = m["pruned"]
+    row = {"alpha": alpha, "kept_heads": len(circuit.heads), "kept_mlps": len(circuit.mlps),
+           "non_embedding_params": p["non_embedding"],
+           "pct_of_full": 100 * p["non_embedding"] / full_params["non_embedding"],
+           "test_accuracy": p["test_accuracy"], "test_kl_to_full": p["test_kl_to_full"],
+           "search_wall_s": wall, "forwards": search.scorer.forwards}
+    if ctx.truth is not None:
+        row["tpr"], row["fpr"] = tpr_fpr(circuit.heads, ctx.truth.heads, s.n_layers, s.n_heads)
+    return row, m["full"]
+
+
+def sweep(args: SweepArgs) -> Path:
+    """Run `bench sweep`; returns the published sweep directory."""
+    out = args.out_dir
+    check_out(out, args.overwrite)  # before the slow parts
+    ctx = load(args)
+    full_params = count_params_of(pruned_config(ctx.model, (), ctx.means))
+    log = Console(stderr=True, highlight=False)
+    with publishing(out, args.overwrite) as run:
+        rows, full = [], None
+        for alpha in args.alphas:
+            row, full = run_alpha(args, ctx, alpha, run, full_params)
+            rows.append(row)
+            log.print(f"alpha={alpha:g}: kept {row['kept_heads']} heads, {row['kept_mlps']} MLPs, "
+                      f"{row['pct_of_full']:.1f}% of the parameters, test accuracy {row['test_accuracy']:.1%}")
+        result = summarise(args, ctx, rows, full)
+        write_results(run, args, result)
+        plot_all(run, result)
+    return out
+
+
+def summarise(args: SweepArgs, ctx: Loaded, rows: list[dict], full: dict) -> dict:
+    result = {"command": "sweep", "task": args.task, "model": args.model, "ablation": args.ablation,
+              "include_mlps": args.include_mlps, "seed": args.seed, "device": str(next(ctx.model.parameters()).device),
+              "n_layers": ctx.shape.n_layers, "n_heads": ctx.shape.n_heads,
+              "full": {"non_embedding_params": full["non_embedding"], "test_accuracy": full["test_accuracy"],
+                       "kept_heads": ctx.shape.n_layers * ctx.shape.n_heads, "kept_mlps": ctx.shape.n_layers},
+              "rows": rows, "published": None, "roc": None}
+    if ctx.truth is not None:
+        points = [[r["fpr"], r["tpr"]] for r in rows]
+        result["published"] = ctx.truth.to_dict()
+        result["roc"] = {"points": points, "auc": roc_auc(points),
+                         "note": "heads only; AUC by trapezoid over the points plus (0, 0) and (1, 1)"}
+    return result
+
+
+def write_results(run: Path, args: SweepArgs, result: dict) -> None:
+    columns = COLUMNS + (ROC_COLUMNS if result["roc"] else ())
+    with open(run / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result["rows"])
+    result["plots"] = list(PLOTS) + (["roc.png"] if result["roc"] else [])
+    write_json(run / "sweep.json", result)
+    write_json(run / "config.json", {"command": "sweep", "args": asdict(args), "versions": versions()})
+
+
+# ---- plots (matplotlib's object API: no pyplot, no global backend state) -----------------------------------
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _title(result: dict) -> str:
+    return f"{result['task']} on {Path(result['model']).name or result['model']} ({result['ablation']} ablation)"
+
+
+def plot_size_vs_alpha(result: dict, path: Path) -> None:
+    """Figure 1: non-embedding parameters (and % of the full model) against alpha."""
+    rows, full = result["rows"], result["full"]["non_embedding_params"]
+    alphas = [r["alpha"] for r in rows]
+    fig, ax = _figure()
+    ax.plot(alphas, [r["non_embedding_params"] for r in rows], marker="o")
+    positive = [a for a in alphas if a > 0]
+    if positive and len(positive) == len(alphas):
+        ax.set_xscale("log")
+    elif positive:
+        ax.set_xscale("symlog", linthresh=min(positive))
+    ax.axhline(full, color="grey", linestyle="--", linewidth=1, label="full model")
+    ax.secondary_yaxis("right", functions=(lambda p: 100 * p / full, lambda q: q * full / 100)).set_ylabel(
+        "% of the full model")
+    ax.set(xlabel="alpha (KL threshold)", ylabel="non-embedding parameters", title=_title(result))
+    ax.legend(loc="best")
+    fig.savefig(path, dpi=120)
+
+
+def plot_accuracy_vs_size(result: dict, path: Path) -> None:
+    """Figure 2: test accuracy against size, each circuit labelled by its alpha, the full model for reference."""
+    rows, full = result["rows"], result["full"]
+    fig, ax = _figure()
+    xs, ys = [r["non_embedding_params"] for r in rows], [r["test_accuracy"] for r in rows]
+    ax.plot(xs, ys, marker="o", label="circuits")
+    for r in rows:
+        ax.annotate(f"α={r['alpha']:g}", (r["non_embedding_params"], r["test_accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, 4))
+    ax.scatter([full["non_embedding_params"]], [full["test_accuracy"]], marker="*", s=160, color="C3",
+               label="full model", zorder=3)
+    n = full["non_embedding_params"]
+    ax.secondary_xaxis("top", functions=(lambda p: 100 * p / n, lambda q: q * n / 100)).set_xlabel(
+        "% of the full model")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set(xlabel="non-embedding parameters", ylabel="test accuracy", title=_title(result))
+    ax.legend(loc="best")
+    fig.savefig(path, dpi=120)
+
+
+def plot_roc(result: dict, path: Path) -> None:
+    """The (FPR, TPR) of each alpha against the published heads, and the curve the AUC integrates."""
+    roc = result["roc"]
+    curve = sorted({(0.0, 0.0), (1.0, 1.0), *map(tuple, roc["points"])})
+    fig, ax = _figure()
+    ax.plot(*zip(*curve), color="C0", label=f"AUC {roc['auc']:.3f}")
+    ax.scatter(*zip(*roc["points"]), color="C0", zorder=3)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="FPR (heads kept, not published)",
+           ylabel="TPR (published heads kept)", title=f"circuit recovery: {_title(result)}")
+    ax.legend(loc="lower right")
+    fig.savefig(path, dpi=120)
+
+
+def plot_all(run: Path, result: dict) -> None:
+    plot_size_vs_alpha(result, run / "size_vs_alpha.png")
+    plot_accuracy_vs_size(result, run / "accuracy_vs_size.png")
+    if result["roc"]:
+        plot_roc(result, run / "roc.png")
+
+
+# ---- printing ----------------------------------------------------------------------------------------------
+
+def print_sweep(result_dir: Path, console: Console) -> None:
+    """One table row per alpha (and the full model), then the ROC AUC when the model is GPT-2 small."""
+    r = json.loads((Path(result_dir) / "sweep.json").read_text())
+    roc = r["roc"]
+    t = Table(title=f"sweep: {r['task']} on {r['model']} ({r['ablation']} ablation)")
+    cols = ["alpha", "heads", "MLPs", "non-emb. params", "test accuracy", "KL to full", "search s"]
+    for col in cols + (["TPR", "FPR"] if roc else []):
+        t.add_column(col, justify="right")
+    full = r["full"]
+    t.add_row("full", str(full["kept_heads"]), str(full["kept_mlps"]), f"{full['non_embedding_params']:,} (100%)",
+              f"{full['test_accuracy']:.1%}", "0", "", *(["", ""] if roc else []))
+    for row in r["rows"]:
+        extra = [f"{row['tpr']:.2f}", f"{row['fpr']:.2f}"] if roc else []
+        t.add_row(f"{row['alpha']:g}", str(row["kept_heads"]), str(row["kept_mlps"]),
+                  f"{row['non_embedding_params']:,} ({row['pct_of_full']:.1f}%)", f"{row['test_accuracy']:.1%}",
+                  f"{row['test_kl_to_full']:.4f}", f"{row['search_wall_s']:.1f}", *extra)
+    console.print(t)
+    if roc:
+        console.print(f"ROC AUC {roc['auc']:.3f} against the {r['published']['n_heads']} heads of "
+                      f"{r['published']['citation']}")
+    console.print(f"sweep: {result_dir}")

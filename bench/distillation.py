@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from models import arch
 from models.ablation import Means
 from models.generate import greedy
 from models.pruned import EMBEDDINGS, PrunedConfig, PrunedModel, count_params_of
-from models.surgery import pruned_config
+from models.surgery import copy_ends, pruned_config
 from models.types import BenchError
 from tasks.base import Task
 from tasks.data import Split, TaskAccuracy, TaskDataModule
@@ -143,14 +142,7 @@ def init_student(cfg: PrunedConfig, teacher: nn.Module, seed: int) -> PrunedMode
             m.weight.fill_(1.0)
         if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is not None:
             m.bias.zero_()
-    emb = arch.embeddings(teacher, arch.shape_of(teacher))
-    model.wte.weight.copy_(emb["wte"])
-    if model.wpe is not None:
-        model.wpe.weight.copy_(emb["wpe"])
-    if not cfg.tied:
-        model.lm_head.weight.copy_(emb["lm_head"])
-    model.ln_f.load_state_dict(emb["ln_f"].state_dict())
-    return trainable(model)
+    return trainable(copy_ends(model, teacher))
 
 
 def trainable(model: PrunedModel) -> PrunedModel:

@@ -75,13 +75,7 @@ def prune(model: nn.Module, removed: Iterable[Component], means: Means, meta: di
     s = arch.shape_of(model)
     ref = next(model.parameters())
     out = PrunedModel(cfg).to(device=ref.device, dtype=ref.dtype)
-    emb = arch.embeddings(model, s)
-    out.wte.weight.copy_(emb["wte"])
-    if out.wpe is not None:
-        out.wpe.weight.copy_(emb["wpe"])
-    if not cfg.tied:
-        out.lm_head.weight.copy_(emb["lm_head"])
-    out.ln_f.load_state_dict(emb["ln_f"].state_dict())
+    copy_ends(out, model)
     for l, (src, dst) in enumerate(zip(arch.blocks(model), out.blocks)):
         fill_block(dst, src, s, cfg, means, l)
     return out.eval().requires_grad_(False)
@@ -102,4 +96,17 @@ def fill_block(dst: Block, src: nn.Module, s: arch.Shape, cfg: PrunedConfig, mea
         dst.ln2.load_state_dict(ln2.state_dict())
     elif dst.mlp_const is not None:
         dst.mlp_const.copy_(means.mlp[layer])
+    return dst
+
+
+@torch.no_grad()
+def copy_ends(dst: PrunedModel, model: nn.Module) -> PrunedModel:
+    """Copy the token (and learned position) embeddings, the unembedding and the final norm of `model`."""
+    emb = arch.embeddings(model, arch.shape_of(model))
+    dst.wte.weight.copy_(emb["wte"])
+    if dst.wpe is not None:
+        dst.wpe.weight.copy_(emb["wpe"])
+    if not dst.cfg.tied:
+        dst.lm_head.weight.copy_(emb["lm_head"])
+    dst.ln_f.load_state_dict(emb["ln_f"].state_dict())
     return dst

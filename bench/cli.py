@@ -34,6 +34,7 @@ VERBS = {
     "extract": Verb("bench.extract", "ExtractArgs", "extract", "print_extract"),
     "evaluate": Verb("bench.evaluate_run", "EvaluateArgs", "evaluate", "print_evaluate"),
     "distill": Verb("bench.distill", "DistillArgs", "distill", "print_distill"),
+    "compare": Verb("bench.compare", "CompareArgs", "compare", "print_compare"),
     "sweep": Verb("bench.sweep", "SweepArgs", "sweep", "print_sweep"),
 }
 

@@ -1,0 +1,388 @@
+"""`bench compare`: the full model, extracted circuits and distilled students of a task, measured again on the
+runs' held-out test set: non-embedding parameters, accuracy, KL to the full model, latency and build cost."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from torch import nn
+
+from bench import report
+from bench.evaluate import accuracy
+from bench.latency import measure
+from bench.report import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
+from bench.rundir import check_out, publishing
+from models import loading
+from models.ablation import Means
+from models.io import load_pruned
+from models.pruned import PrunedModel, count_params
+from models.search import kl_last
+from models.surgery import prune
+from models.types import BenchError, read_json
+from tasks import get_task
+from tasks.data import Split
+
+REPORTS = ("md",)
+MIN_LATENCY_RUNS = 20
+WIDE = 200  # columns of the terminal table when the output is not a terminal
+
+
+@dataclass
+class CompareArgs:
+    """Compare the full model, extracted circuits and distilled students of a task on one held-out test set.
+
+    Args:
+        task: a task (acronyms, greater-than, ioi), or all: every task that has runs.
+        runs: run directories, or directories holding runs one level down (default: every run under runs/).
+        model: only the runs of this model (default: the runs must all share one model).
+        report: the report format: md (report.md, results.csv, runs.csv and PNG plots in --out).
+        out: where the report goes (default results/compare-MODEL).
+        overwrite: replace an existing non-empty --out.
+        device: where every model is scored and timed: cpu, cuda, cuda:N or auto.
+        dtype: float32 (default), bfloat16 or float16.
+        latency_runs: timed forwards per model and batch size (at least 20), after the warm-up.
+        warmup: untimed forwards per model and batch size first.
+        hf_reference: also score and time the Hugging Face model itself, as a reference row.
+    """
+
+    task: str
+    runs: list[str] | None = None
+    model: str | None = None
+    report: str = "md"
+    out: str | None = None
+    overwrite: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+    latency_runs: int = 20
+    warmup: int = 3
+    hf_reference: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task != "all":
+            get_task(self.task)  # unknown task -> BenchError
+        if isinstance(self.runs, str):
+            self.runs = [self.runs]
+        for r in self.runs or []:
+            if not Path(r).is_dir():
+                raise BenchError(f"--runs {r} is not a directory; give run directories or folders that hold them")
+        if self.report not in REPORTS:
+            raise BenchError(f"unknown --report {self.report!r}; use one of: {', '.join(REPORTS)}")
+        if self.latency_runs < MIN_LATENCY_RUNS:
+            raise BenchError(f"--latency-runs must be >= {MIN_LATENCY_RUNS} (a p95 needs them), "
+                             f"got {self.latency_runs}")
+        if self.warmup < 0:
+            raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
+        loading.resolve_dtype(self.dtype)
+
+    def out_dir(self, model: str) -> Path:
+        return Path(self.out) if self.out else Path("results") / f"compare-{Path(model).name or model}"
+
+
+# ---- gathering run directories -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Run:
+    """What compare needs from one `bench extract` or `bench distill` run directory."""
+
+    path: Path
+    method: str
+    settings: str
+    task: str
+    model: str
+    seed: int
+    weights: Path  # pruned/ or student/
+    reported: dict  # non_embedding, accuracy, kl as the run measured them
+    search_s: float | None
+    train_s: float | None
+
+
+def model_id(name: str) -> str:
+    """A local model directory by its absolute path (so ./m and m agree); a hub id as it is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def run_dirs(roots: list[str] | None) -> list[Path]:
+    """Every directory with a config.json among the roots and one level below them (hidden ones skipped)."""
+    if not roots:
+        if not Path("runs").is_dir():
+            raise BenchError("there is no runs/ directory here; run `bench extract` first, or pass --runs DIR")
+        roots = ["runs"]
+    found: dict[Path, None] = {}
+    for root in map(Path, roots):
+        kids = [root] if (root / "config.json").is_file() else sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())
+        if not kids:
+            raise BenchError(f"{root} holds no run directories (no config.json in it or one level down); "
+                             "give runs written by `bench extract` or `bench distill`")
+        found.update(dict.fromkeys(p.resolve() for p in kids))
+    return list(found)
+
+
+def read_run(path: Path, task: str = "all") -> Run | None:
+    """One run directory (None if it is of another task than `task`); anything missing, corrupt or of another
+    command -> one BenchError line."""
+    config = read_json(path / "config.json")
+    command = config.get("command")
+    if command not in ("extract", "distill"):
+        raise BenchError(f"{path} is not a `bench extract` or `bench distill` run (config.json says command "
+                         f"{command!r}); leave it out of --runs")
+    if task != "all" and isinstance(config.get("args"), dict) and config["args"].get("task") not in (None, task):
+        return None  # another task's run: not needed, so not read further
+    if not (path / "metrics.json").is_file():
+        raise BenchError(f"{path} has no metrics.json: the run is unfinished or failed; finish it, or leave it out "
+                         "of --runs")
+    metrics = read_json(path / "metrics.json")
+    try:
+        run = (_extract_run if command == "extract" else _distill_run)(path, config, metrics)
+        get_task(run.task)
+        return run
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BenchError(f"{path} has a corrupt config.json or metrics.json ({type(e).__name__}: {e}); "
+                         f"re-run `bench {command}`") from None
+    except BenchError as e:
+        raise BenchError(f"{path}: {e}") from None
+
+
+def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
+    a, pruned = config["args"], metrics["pruned"]
+    method = MLPS if _bool(a["include_mlps"]) else HEADS
+    reported = {"non_embedding": int(pruned["non_embedding"]), "accuracy": float(pruned["test_accuracy"]),
+                "kl": float(pruned["test_kl_to_full"])}
+    return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation", str(a["task"]),
+               model_id(str(a["model"])), int(a["seed"]), path / "pruned", reported,
+               float(metrics["search"]["wall_s"]), None)
+
+
+def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
+    a, student = config["args"], metrics["student"]
+    if a["init"] not in ("random", "circuit"):
+        raise ValueError(f"unknown init {a['init']!r}")
+    size = "sized to its --match run" if a.get("match") else f"L{a['layers']} H{a['heads']} d_mlp {a['d_mlp']}"
+    ce = f", CE weight {float(a['ce_weight']):g}" if float(a.get("ce_weight") or 0) else ""
+    settings = f"{int(a['epochs'])} epochs, lr {float(a['lr']):g}, T {float(a['temperature']):g}{ce}, {size}"
+    reported = {"non_embedding": int(student["non_embedding"]), "accuracy": float(student["test_accuracy"]),
+                "kl": float(student["test_kl_to_teacher"])}
+    search = _search_s(a.get("match")) if a["init"] == "circuit" else None
+    return Run(path, CKD if a["init"] == "circuit" else KD, settings, str(a["task"]),
+               model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), path / "student",
+               reported, search, float(metrics["train"]["wall_s"]))
+
+
+def _search_s(match: str | None) -> float | None:
+    """The search wall time of the extraction a circuit + KD student started from (None if it is gone)."""
+    try:
+        return float(read_json(Path(match) / "metrics.json")["search"]["wall_s"])
+    except (BenchError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _bool(x) -> bool:
+    if not isinstance(x, bool):
+        raise ValueError(f"include_mlps is {x!r}, not true or false")
+    return x
+
+
+def select(runs: list[Run], args: CompareArgs, where: str) -> dict[str, list[Run]]:
+    """The runs of each task compared, checked: one model, at least one run per task, no duplicates."""
+    if args.model:
+        found = sorted({r.model for r in runs})
+        runs = [r for r in runs if r.model == model_id(args.model)]
+        if not runs:
+            raise BenchError(f"no runs of --model {args.model} in {where} (they are of: {', '.join(found)})")
+    tasks = sorted({r.task for r in runs}) if args.task == "all" else [args.task]
+    by_task = {t: [r for r in runs if r.task == t] for t in tasks}
+    for t, rs in by_task.items():
+        if not rs:
+            raise BenchError(f"no runs of task {t} in {where}; run `bench extract --task {t}` first, or pass --runs")
+    models = Counter(r.model for rs in by_task.values() for r in rs)
+    if len(models) > 1:
+        mix = ", ".join(f"{m} ({n} runs)" for m, n in models.most_common())
+        raise BenchError(f"the runs mix models: {mix}; pick one with --model, or pass --runs of one model")
+    seen: dict[tuple, Path] = {}
+    for r in (r for rs in by_task.values() for r in rs):
+        key = (r.task, r.method, r.settings, r.seed)
+        if key in seen:
+            raise BenchError(f"{seen[key]} and {r.path} are the same method, settings and seed; leave one out "
+                             "of --runs")
+        seen[key] = r.path
+    return by_task
+
+
+# ---- measuring -----------------------------------------------------------------------------------------
+
+class HFLast(nn.Module):
+    """The Hugging Face model behind the `model(ids, last_only=True)` interface the latency measurer calls."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        return self.model(ids, logits_to_keep=1).logits[:, -1]
+
+
+def full_model(hf: nn.Module) -> PrunedModel:
+    """The full model as a PrunedModel with nothing removed (no constants), covering its whole context."""
+    c = hf.config
+    n_pos = getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 2048
+    return prune(hf, (), Means(torch.zeros(0, n_pos, 0, 0), torch.zeros(0, n_pos, 0), "zero"))
+
+
+@dataclass
+class Bench:
+    """What every measurement of one comparison shares."""
+
+    args: CompareArgs
+    device: torch.device
+    dtype: torch.dtype
+    tokenizer: object
+    full: PrunedModel
+    hf: HFLast | None
+
+
+def split_digest(split: Split) -> str:
+    data = json.dumps([[list(e.input_ids), e.target] for e in split.examples]).encode()
+    return hashlib.sha256(data).hexdigest()[:10]
+
+
+def read_test_split(run: Run, vocab: int) -> Split:
+    split = Split.from_jsonl("test", run.path / "splits" / "test.jsonl")
+    if max(max(e.input_ids) for e in split.examples) >= vocab:
+        raise BenchError(f"{run.path}/splits/test.jsonl holds token ids beyond {run.model}'s vocabulary")
+    return split
+
+
+def score(model: nn.Module, task: str, split: Split, ref: torch.Tensor | None, b: Bench) -> dict:
+    """Accuracy, KL to the full model's logits `ref` (0 for the full model itself), latency at b=N and b=1."""
+    fn = lambda ids: model(ids.to(b.device), last_only=True)  # noqa: E731
+    ids, runs, warmup = split.input_ids, b.args.latency_runs, b.args.warmup
+    with torch.inference_mode():
+        kl = 0.0 if ref is None else kl_last(ref, fn(ids))
+    return {"accuracy": accuracy(get_task(task), b.tokenizer, fn, split), "kl_to_full": kl,
+            "latency": measure(model, ids, runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
+
+
+def load_run_model(run: Run, b: Bench) -> PrunedModel:
+    model, _ = load_pruned(run.weights, device=b.device, dtype=b.dtype)
+    mine, full = model.cfg, b.full.cfg
+    if (mine.arch, mine.d_model, mine.vocab_size) != (full.arch, full.d_model, full.vocab_size):
+        raise BenchError(f"{run.weights} is not a model of {run.model}; leave {run.path} out of --runs")
+    return model
+
+
+def measure_full(task: str, digest: str, split: Split, b: Bench) -> tuple[list[Measurement], torch.Tensor]:
+    """The full model (and the HF reference) on one test split; also the full model's logits, for the KLs."""
+    with torch.inference_mode():
+        ref = b.full(split.input_ids.to(b.device), last_only=True)
+    params = count_params(b.full)["non_embedding"]
+    s = score(b.full, task, split, None, b)
+    common = dict(task=task, settings="", run="", seed=None, split=digest, n_test=len(split), non_embedding=params,
+                  full_non_embedding=params, full_accuracy=s["accuracy"])
+    out = [Measurement(method=FULL, **common, **s)]
+    if b.hf is not None:
+        out.append(Measurement(method=HF, **common, **score(b.hf, task, split, ref, b)))
+    return out, ref
+
+
+def measure_run(r: Run, split: Split, full: Measurement, ref: torch.Tensor, b: Bench) -> Measurement:
+    """One run's model on its test split, against the full model's numbers `full` and logits `ref` there."""
+    model = load_run_model(r, b)
+    return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(split),
+                       count_params(model)["non_embedding"], **score(model, r.task, split, ref, b),
+                       full_non_embedding=full.non_embedding, full_accuracy=full.accuracy, search_s=r.search_s,
+                       train_s=r.train_s, reported=r.reported)
+
+
+def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:
+    """Every run on its test split, against the full model (and the HF reference) on each distinct split."""
+    splits = {r.path: read_test_split(r, b.full.cfg.vocab_size) for r in runs}
+    digests = {r.path: split_digest(splits[r.path]) for r in runs}
+    out: list[Measurement] = []
+    full: dict[str, tuple[Measurement, torch.Tensor]] = {}
+    for r in runs:
+        if digests[r.path] not in full:
+            rows, ref = measure_full(task, digests[r.path], splits[r.path], b)
+            full[digests[r.path]] = (rows[0], ref)
+            out += rows
+    out += [measure_run(r, splits[r.path], *full[digests[r.path]], b) for r in runs]
+    seeds = {d: sorted({r.seed for r in runs if digests[r.path] == d}) for d in full}
+    return TaskResult(task, out, seeds, notes(runs))
+
+
+def notes(runs: list[Run]) -> list[str]:
+    gone = [r for r in runs if r.method == CKD and r.search_s is None]
+    return [f"The extraction run of {r.path} is gone, so its build cost is the training time only." for r in gone]
+
+
+# ---- the verb ------------------------------------------------------------------------------------------
+
+def command_line(args: CompareArgs, out: Path) -> str:
+    """The command, every setting spelled out, that reproduces this report."""
+    argv = ["bench", "compare", "--task", args.task, *(["--runs", *args.runs] if args.runs else []),
+            *(["--model", args.model] if args.model else []), "--report", args.report, "--out", str(out),
+            "--device", args.device, "--dtype", args.dtype, "--latency-runs", str(args.latency_runs),
+            "--warmup", str(args.warmup), "--hf-reference" if args.hf_reference else "--no-hf-reference"]
+    return shlex.join(argv + (["--overwrite"] if args.overwrite else []))
+
+
+def cpu_load(device: torch.device) -> str:
+    """The machine's load on CPU (other processes slow CPU timings down); empty on a GPU."""
+    if device.type != "cpu" or not hasattr(os, "getloadavg"):
+        return ""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
+def environment(b: Bench, tasks: list[TaskResult], load: str) -> dict:
+    import transformers
+
+    lat = tasks[0].measurements[0].latency
+    return {"device": lat.device, "dtype": lat.dtype, "torch": lat.torch, "transformers": transformers.__version__,
+            "latency_runs": b.args.latency_runs, "warmup": b.args.warmup, "load": load,
+            "timer": "CUDA events" if b.device.type == "cuda" else "time.perf_counter_ns"}
+
+
+def compare(args: CompareArgs) -> CompareResult:
+    """Run `bench compare`; the report is published into --out only when it is complete."""
+    where = ", ".join(args.runs) if args.runs else "runs/"
+    runs = [r for r in (read_run(p, args.task) for p in run_dirs(args.runs)) if r is not None]
+    by_task = select(runs, args, where)
+    model = next(r.model for rs in by_task.values() for r in rs)
+    out = args.out_dir(model)
+    check_out(out, args.overwrite)  # before the slow parts
+    device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
+    hf, tokenizer = loading.load_model(model, device=device, dtype=dtype)
+    b = Bench(args, device, dtype, tokenizer, full_model(hf), HFLast(hf) if args.hf_reference else None)
+    load = cpu_load(device)
+    tasks = [measure_task(t, rs, b) for t, rs in by_task.items()]
+    result = CompareResult(out, model, command_line(args, out), environment(b, tasks, load), tasks)
+    with publishing(out, args.overwrite) as partial:
+        report.write(result, partial)
+    return result
+
+
+def print_compare(result: CompareResult, console: Console) -> None:
+    """One rich table per task, then where the report is. Logs and pipes (not a terminal) get wide lines, not
+    wrapped cells."""
+    if not console.is_terminal and console.width < WIDE:
+        console = Console(file=console.file, width=WIDE)
+    for task in result.tasks:
+        table = Table(title=f"{task.task} on {result.model}  ({result.env['device']}, {result.env['dtype']})")
+        for i, col in enumerate(report.header(task, short=True)):
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in report.rows(task):
+            table.add_row(*map(Text, report.cells(row)))
+        console.print(table)
+        if not task.shared:
+            console.print(f"note: the {task.task} runs do not share one test set; each is scored on its own split")
+    console.print(f"report: {result.out / 'report.md'}")
+

@@ -1,0 +1,333 @@
+"""`bench compare` on real tiny runs made with the real CLI: a tiny GPT-2 teacher (real SmolLM2 tokenizer) whose
+answers lean to digits, so greater-than accuracy is not zero. Structure and consistency, not golden numbers."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from rich.console import Console
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import bench.latency
+from bench.cli import main
+from bench.compare import CompareArgs, compare, full_model, print_compare
+from bench.latency import measure
+from bench.report import CKD, FULL, HEADS, HF, KD, MLPS
+from models.types import BenchError
+
+TASK = "greater-than"
+SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "8"]
+RUNS = {"e-mlps-s0": MLPS, "e-heads-s0": HEADS, "d-random-s0": KD, "d-circuit-s0": CKD}
+COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "KL to full", "latency b=8 ms median (p95)",
+           "latency b=1 ms median (p95)", "build cost s"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls on 2 shared cores: one thread avoids OpenMP oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, smollm2_tokenizer) -> str:
+    """A tiny GPT-2 whose final norm leans towards digit tokens: accuracy on greater-than is well above 0."""
+    tok = smollm2_tokenizer
+    torch.manual_seed(1)
+    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=4, n_embd=32, n_positions=64, bos_token_id=0,
+                     eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.2)
+    model = GPT2LMHeadModel(cfg)
+    digits = [tok.encode(str(d), add_special_tokens=False)[0] for d in range(10)]
+    with torch.no_grad():
+        wte = model.transformer.wte.weight
+        wte[digits] *= 3
+        model.transformer.ln_f.weight.mul_(0.5)
+        model.transformer.ln_f.bias.copy_(wte[digits].mean(0) + 0.5 * wte[digits[7]])
+    path = tmp_path_factory.mktemp("teacher")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def run_ok(argv: list[str]) -> None:
+    assert main(argv) == 0, f"bench {' '.join(argv)} failed"
+
+
+def extract(teacher: str, out: Path, *extra: str, seed: int = 0) -> None:
+    run_ok(["extract", "--model", teacher, "--task", TASK, "--alpha", "0.05", *SMALL, "--seed", str(seed),
+            "--device", "cpu", "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, teacher) -> Path:
+    """runs/ with one run of each method, seed 0; the students learn from the circuit run's prompts."""
+    root = tmp_path_factory.mktemp("runs")
+    extract(teacher, root / "e-mlps-s0")
+    extract(teacher, root / "e-heads-s0", "--no-include-mlps")
+    for name, init in (("d-random-s0", "random"), ("d-circuit-s0", "circuit")):
+        run_ok(["distill", "--task", TASK, "--match", str(root / "e-mlps-s0"), "--init", init, "--epochs", "2",
+                "--device", "cpu", "--out", str(root / name)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def seed1(tmp_path_factory, teacher) -> Path:
+    root = tmp_path_factory.mktemp("seed1")
+    extract(teacher, root / "e-mlps-s1", seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("c") / "out"
+    return compare(CompareArgs(task=TASK, runs=[str(runs)], device="cpu", out=str(out)))
+
+
+def rjson(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def rcsv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_rows(md: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+
+
+def check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG
+    img = matplotlib.image.imread(path)
+    assert img.shape[0] > 200 and img.shape[1] > 300 and img[..., :3].std() > 0.01  # not blank
+
+
+# ---- the report ----------------------------------------------------------------------------------------
+
+def test_report_files_tables_and_plots(result):
+    out = result.out
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.md", "results.csv", "runs.csv", f"accuracy-vs-params-{TASK}.png", f"latency-{TASK}.png"])
+    md = (out / "report.md").read_text()
+    assert f"## {TASK}" in md and "shared by every run" in md and f"`{result.command}`" in md
+    assert result.command.startswith(f"bench compare --task {TASK} --runs ") and "--latency-runs 20" in result.command
+    assert f"Device: {result.env['device']}; dtype float32; torch {torch.__version__}" in md
+    header, _, *body = table_rows(md)
+    assert header == COLUMNS
+    assert [r[0] for r in body] == [FULL, HF, MLPS, HEADS, KD, CKD]
+    assert all(len(r) == len(COLUMNS) and r[1] == "1" and "±" not in " ".join(r) for r in body)
+    assert "The smallest model is" in md and "Against the full model:" in md and "Against distillation" in md
+    for png in out.glob("*.png"):
+        check_png(png)
+        assert f"![{png.name}]({png.name})" in md
+
+
+def test_numbers_agree_with_the_runs(result, runs):
+    by_run = {Path(r["run"]).name: r for r in rcsv(result.out / "runs.csv") if r["run"]}
+    full = next(r for r in rcsv(result.out / "runs.csv") if r["method"] == FULL)
+    assert set(by_run) == set(RUNS) and all(by_run[n]["method"] == m for n, m in RUNS.items())
+    ext = rjson(runs / "e-mlps-s0" / "metrics.json")
+    assert int(float(full["non_embedding"])) == ext["full"]["non_embedding"]
+    assert float(full["accuracy"]) == ext["full"]["test_accuracy"] > 0.2
+    full_params = ext["full"]["non_embedding"]
+    for name, row in by_run.items():
+        m = rjson(runs / name / "metrics.json")
+        mine = m["pruned"] if name.startswith("e-") else m["student"]
+        assert int(float(row["non_embedding"])) == mine["non_embedding"] == int(float(row["reported_non_embedding"]))
+        assert float(row["accuracy"]) == mine["test_accuracy"]
+        kl = mine.get("test_kl_to_full", mine.get("test_kl_to_teacher"))
+        assert float(row["kl_to_full"]) == pytest.approx(kl, rel=1e-3, abs=1e-6) and kl > 0
+        assert float(row["params_delta_pct"]) == pytest.approx(100 * (mine["non_embedding"] / full_params - 1))
+        delta = 100 * (mine["test_accuracy"] - float(full["accuracy"]))
+        assert float(row["accuracy_delta_pts"]) == pytest.approx(delta)
+    search = ext["search"]["wall_s"]
+    assert float(by_run["e-mlps-s0"]["build_s"]) == pytest.approx(search)
+    train = rjson(runs / "d-circuit-s0" / "metrics.json")["train"]["wall_s"]
+    assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(search + train)
+    assert by_run["d-random-s0"]["search_s"] == "" and float(by_run["d-random-s0"]["build_s"]) > 0
+
+
+def test_latency_fields_and_table_cells(result):
+    rows = rcsv(result.out / "runs.csv")
+    assert len(rows) == 6
+    for r in rows:
+        assert float(r["latency_median_ms"]) <= float(r["latency_p95_ms"])
+        assert float(r["latency_b1_median_ms"]) <= float(r["latency_b1_p95_ms"])
+        assert (r["batch"], r["n_test"], r["dtype"], r["torch"]) == ("8", "8", "float32", torch.__version__)
+        assert int(r["seq_len"]) > 5 and r["device"].startswith("cpu")
+    for m in result.tasks[0].measurements:
+        assert (m.latency.batch, m.latency_b1.batch, m.latency.runs, m.latency_b1.runs) == (m.n_test, 1, 20, 20)
+        assert m.latency_b1.seq_len == m.latency.seq_len and m.latency_b1.median_ms <= m.latency_b1.p95_ms
+    hf = next(r for r in rows if r["method"] == HF)
+    assert float(hf["kl_to_full"]) < 1e-6  # our unpruned PrunedModel is the HF model
+    results = {r["method"]: r for r in rcsv(result.out / "results.csv")}
+    assert list(results) == [FULL, HF, MLPS, HEADS, KD, CKD]
+    md_rows = {r[0]: r for r in table_rows((result.out / "report.md").read_text())}
+    for r in rows:
+        agg = results[r["method"]]
+        assert agg["n"] == "1" and agg["non_embedding_std"] == "" and agg["accuracy_std"] == ""
+        assert float(agg["latency_median_ms_mean"]) == pytest.approx(float(r["latency_median_ms"]))
+        cells = md_rows[r["method"]]
+        assert cells[2].startswith(f"{int(float(r['non_embedding'])):,}")
+        assert cells[3].startswith(f"{100 * float(r['accuracy']):.1f}%")
+        assert cells[5].startswith(f"{float(r['latency_median_ms']):.2f} (")
+
+
+def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):
+    r = compare(CompareArgs(task=TASK, runs=[str(runs / "e-mlps-s0"), str(seed1)], device="cpu",
+                            out=str(tmp_path / "o"), hf_reference=False))
+    (task,) = r.tasks
+    assert not task.shared and len(task.splits) == 2
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "do not share one test set" in md
+    header, _, *body = table_rows(md)
+    assert [b[0] for b in body] == [FULL, MLPS] and [b[1] for b in body] == ["2", "2"]
+    assert all("±" in c for c in body[1][2:8])  # every measured number of the two seeds has a std
+    rows = {x["method"]: x for x in rcsv(tmp_path / "o" / "results.csv")}
+    assert rows[MLPS]["seeds"] == "0 1" and rows[MLPS]["accuracy_std"] != ""
+    fulls = {m.split: m.accuracy for m in task.measurements if m.method == FULL}
+    for m in (m for m in task.measurements if m.method == MLPS):
+        assert m.full_accuracy == fulls[m.split]  # each run against the full model on its own split
+
+
+def test_print_compare(result):
+    console = Console(record=True, width=250)
+    print_compare(result, console)
+    text = console.export_text()
+    assert all(label in text for label in (FULL, HF, MLPS, HEADS, KD, CKD, "b=8 ms (p95)", str(result.out)))
+
+
+# ---- the latency measurer ------------------------------------------------------------------------------
+
+def test_latency_measure_on_cpu(teacher):
+    from models.loading import load_model
+
+    hf, _ = load_model(teacher, device="cpu")
+    model, ids = full_model(hf), torch.randint(0, 100, (3, 7))
+    lat = measure(model, ids, runs=21, warmup=2)
+    assert (lat.runs, lat.batch, lat.seq_len, lat.dtype, lat.torch) == (21, 3, 7, "float32", torch.__version__)
+    assert 0 < lat.median_ms <= lat.p95_ms and lat.device.startswith("cpu")
+    assert set(lat.to_dict()) == {"median_ms", "p95_ms", "runs", "batch", "seq_len", "device", "dtype", "torch"}
+    with pytest.raises(ValueError):
+        measure(model, ids, runs=0)
+
+
+class Counting(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.calls = 0
+
+    def forward(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        self.calls += 1
+        return ids
+
+
+def test_latency_median_and_p95_of_known_times(monkeypatch):
+    """20 timed runs of 1..20 ms in a scrambled order: median 10.5, p95 the 19th smallest; warm-up runs untimed."""
+    times = iter([float((7 * i) % 20 + 1) for i in range(20)])
+    monkeypatch.setattr(bench.latency, "_time_once", lambda fn, device: next(times))
+    model = Counting()
+    lat = measure(model, torch.zeros(4, 6, dtype=torch.long), runs=20, warmup=3)
+    assert (lat.median_ms, lat.p95_ms, lat.runs, lat.batch, lat.seq_len) == (10.5, 19.0, 20, 4, 6)
+    assert model.calls == 3
+
+
+# ---- bad inputs: one line each, nothing written --------------------------------------------------------
+
+def copy_run(runs: Path, name: str, dest: Path) -> Path:
+    shutil.copytree(runs / name, dest)
+    return dest
+
+
+def edit_json(path: Path, fn) -> None:
+    data = rjson(path)
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def bad_cases(runs: Path, tmp: Path) -> dict[str, tuple[dict, str]]:
+    mixed = tmp / "mixed"
+    mixed.mkdir()
+    copy_run(runs, "e-mlps-s0", mixed / "a")
+    edit_json(copy_run(runs, "e-heads-s0", mixed / "b") / "config.json", lambda c: c["args"].update(model="gpt2"))
+    corrupt = copy_run(runs, "e-heads-s0", tmp / "corrupt")
+    (corrupt / "metrics.json").write_text('{"pruned": ')
+    broken = copy_run(runs, "e-heads-s0", tmp / "broken")
+    edit_json(broken / "config.json", lambda c: c["args"].pop("include_mlps"))
+    unfinished = copy_run(runs, "d-random-s0", tmp / "unfinished")
+    (unfinished / "metrics.json").unlink()
+    (tmp / "empty").mkdir()
+    dup = copy_run(runs, "e-mlps-s0", tmp / "dup")
+    full = tmp / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    r = str(runs)
+    return {
+        "mixed models": ({"runs": [str(mixed)]}, "the runs mix models"),
+        "no such model": ({"runs": [r], "model": "gpt2"}, "no runs of --model gpt2"),
+        "no runs of the task": ({"runs": [r], "task": "ioi"}, "no runs of task ioi"),
+        "corrupt json": ({"runs": [str(corrupt)]}, "metrics.json is corrupt"),
+        "corrupt config": ({"runs": [str(broken)]}, "corrupt config.json or metrics.json"),
+        "unfinished": ({"runs": [str(unfinished)]}, "unfinished"),
+        "not a directory": ({"runs": [str(tmp / "nope")]}, "is not a directory"),
+        "no run dirs": ({"runs": [str(tmp / "empty")]}, "holds no run directories"),
+        "duplicate": ({"runs": [r, str(dup)]}, "same method, settings and seed"),
+        "existing out": ({"runs": [r], "out": str(full)}, "already holds results; pass --overwrite"),
+        "few latency runs": ({"runs": [r], "latency_runs": 5}, "--latency-runs must be >= 20"),
+        "unknown report": ({"runs": [r], "report": "html"}, "unknown --report"),
+        "unknown task": ({"runs": [r], "task": "sorting"}, "unknown task"),
+    }
+
+
+def test_bad_inputs_are_one_clear_line(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a regression that gets past a check writes its default --out here, not in the repo
+    for name, (kw, message) in bad_cases(runs, tmp_path).items():
+        with pytest.raises(BenchError) as e:
+            compare(CompareArgs(**{"task": TASK, "device": "cpu", **kw}))
+        assert message in str(e.value) and "\n" not in str(e.value), name
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["keep.txt"]
+
+
+def test_default_runs_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BenchError, match="no runs/ directory here"):
+        compare(CompareArgs(task="all", device="cpu"))
+
+
+def test_overwrite_replaces_a_report(runs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    other = copy_run(runs, "d-random-s0", tmp_path / "other")  # another task's unfinished run: not in the way
+    edit_json(other / "config.json", lambda c: c["args"].update(task="ioi"))
+    (other / "metrics.json").unlink()
+    r = compare(CompareArgs(task=TASK, runs=[str(runs / "e-heads-s0"), str(other)], out=str(out), overwrite=True,
+                            device="cpu", hf_reference=False))
+    assert [t.task for t in r.tasks] == [TASK] and not (out / "old.txt").exists() and (out / "report.md").is_file()
+    with pytest.raises(BenchError, match="unfinished"):
+        compare(CompareArgs(task="all", runs=[str(runs / "e-heads-s0"), str(other)], device="cpu"))
+    assert [b[0] for b in table_rows((out / "report.md").read_text())[2:]] == [FULL, HEADS]
+
+
+def test_cli(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--task", TASK, "--runs", str(runs), "--latency-runs", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and ">= 20" in err and "\n" not in err
+    out = tmp_path / "o"
+    assert main(["compare", "--task", TASK, "--runs", str(runs / "e-heads-s0"), str(runs / "e-mlps-s0"), "--out",
+                 str(out), "--device", "cpu", "--no-hf-reference", "--latency-runs", "21"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "report.md").is_file() and f"report: {out / 'report.md'}" in printed.replace("\n", "")
+    assert HEADS in printed and MLPS in printed and "b=8 ms (p95)" in printed  # not wrapped, though not a terminal
+    assert "--latency-runs 21" in (out / "report.md").read_text()

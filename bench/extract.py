@@ -71,17 +71,11 @@ class ExtractArgs:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        get_task(self.task)  # unknown task -> BenchError
+        check_search_options(self)
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise BenchError(f"--alpha must be a finite number >= 0, got {self.alpha}")
-        if self.ablation not in SCHEMES:
-            raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
-        for name in ("n_patching", "n_val", "n_test"):
-            if getattr(self, name) < 1:
-                raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
         if self.engine not in ENGINES:
             raise BenchError(f"unknown --engine {self.engine!r}; use one of: {', '.join(ENGINES)}")
-        loading.resolve_dtype(self.dtype)
 
     @property
     def out_dir(self) -> Path:
@@ -89,6 +83,17 @@ class ExtractArgs:
             return Path(self.out)
         model = Path(self.model).name or self.model
         return Path("runs") / f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}-s{self.seed}"
+
+
+def check_search_options(args) -> None:
+    """The checks every verb that runs Algorithm 1 shares (extract, sweep): task, scheme, split sizes, dtype."""
+    get_task(args.task)  # unknown task -> BenchError
+    if args.ablation not in SCHEMES:
+        raise BenchError(f"unknown --ablation {args.ablation!r}; use one of: {', '.join(SCHEMES)}")
+    for name in ("n_patching", "n_val", "n_test"):
+        if getattr(args, name) < 1:
+            raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+    loading.resolve_dtype(args.dtype)
 
 
 def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str) -> Means:

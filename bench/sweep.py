@@ -17,14 +17,15 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bench.extract import ExtractArgs, evaluate_models, patching_means, search_circuit, versions
+from bench.extract import (ExtractArgs, check_search_options, evaluate_models, patching_means, search_circuit,
+                           versions)
 from bench.rundir import check_out, publishing, write_json
 from models import arch, loading, published
 from models.ablation import Means
 from models.pruned import count_params_of
 from models.roc import roc_auc, tpr_fpr
 from models.surgery import prune, pruned_config
-from models.types import SCHEMES, BenchError, Circuit
+from models.types import BenchError, Circuit
 from tasks import get_task
 from tasks.base import Task, Tokenizer
 from tasks.data import TaskDataModule
@@ -70,14 +71,8 @@ class SweepArgs:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        get_task(self.task)  # unknown task -> BenchError
+        check_search_options(self)
         self.alphas = check_alphas(self.alphas)
-        if self.ablation not in SCHEMES:
-            raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
-        for name in ("n_patching", "n_val", "n_test"):
-            if getattr(self, name) < 1:
-                raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
-        loading.resolve_dtype(self.dtype)
 
     @property
     def out_dir(self) -> Path:

@@ -28,13 +28,7 @@ COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "KL to fu
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on 2 shared cores: one thread avoids OpenMP oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

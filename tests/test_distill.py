@@ -19,13 +19,7 @@ from tests.tiny import _randomise
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "4"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on 2 shared cores: one thread avoids OpenMP oversubscription (and is deterministic)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

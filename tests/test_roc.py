@@ -20,13 +20,7 @@ from models.types import BenchError, Component, candidate_order
 from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and spares the cores of a shared machine; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ---- hand-computed cases -----------------------------------------------------------------------------------
 

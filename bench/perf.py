@@ -113,16 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = loading.resolve_device(args.device)
     model, tok = loading.load_model(args.model, device=device)
+    for name in args.tasks:
+        get_task(name)  # fail on a typo before the first long run
     rows = []
     for name in args.tasks:
-        get_task(name)
         rows.append(bench_task(name, model, tok, args, device))
+        text = report(rows, args, device)  # rewritten after every task, so an interrupted run keeps what it measured
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
         print(f"{name}: done", file=sys.stderr, flush=True)
-    text = report(rows, args, device)
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
     return 0
 
 

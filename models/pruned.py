@@ -180,9 +180,22 @@ class PrunedModel(nn.Module):
         if t > self.cfg.n_positions:
             raise ValueError(f"input of {t} tokens; this pruned model covers {self.cfg.n_positions}")
         x, rope = self.embed(ids)
-        for block in self.blocks:
-            x = block(x, rope)
-        return self.unembed(x[:, -1] if last_only else x)
+        if not last_only:
+            for block in self.blocks:
+                x = block(x, rope)
+            return self.unembed(x)
+        # Positions stop mixing after the last attention that is left: carry the last one only from there.
+        last_attn = self.last_attention()
+        x = x if last_attn >= 0 else x[:, -1:]
+        for i, block in enumerate(self.blocks):
+            x = block.attn_part(x, rope, offset=t - x.shape[1])
+            x = x[:, -1:] if i == last_attn else x
+            x = block.mlp_part(x, offset=t - x.shape[1])
+        return self.unembed(x[:, -1])
+
+    def last_attention(self) -> int:
+        """Index of the last block that still has attention heads; -1 when none has."""
+        return max((i for i, b in enumerate(self.blocks) if b.attn is not None), default=-1)
 
     def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
         """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions (None for gpt2)."""

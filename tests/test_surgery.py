@@ -55,7 +55,22 @@ def test_everything_removed_is_a_constant_model():
     pruned = prune(model, removed, means)
     assert all(b.attn is None and b.mlp is None and b.ln1 is None for b in pruned.blocks)
     ids = tiny_ids()
-    assert torch.allclose(pruned(ids), hooked_logits(model, ids, removed, means, last_only=False), atol=1e-4)
+    ref = hooked_logits(model, ids, removed, means, last_only=False)
+    assert torch.allclose(pruned(ids), ref, atol=1e-4)
+    assert torch.allclose(pruned(ids, last_only=True), ref[:, -1], atol=1e-4)  # no attention: last position only
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_last_only_carries_one_position_after_the_last_attention(arch):
+    model = MODELS[arch]()
+    n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    removed = {Component(l, h) for l in range(1, n_layers) for h in range(n_heads)}  # heads left in layer 0 only
+    means = collect_means(model, tiny_ids(seed=3), "mean")
+    pruned = prune(model, removed, means)
+    assert pruned.last_attention() == 0
+    ids = tiny_ids()
+    ref = hooked_logits(model, ids, removed, means)
+    assert torch.allclose(pruned(ids, last_only=True), ref, atol=1e-4, rtol=0)
 
 
 def test_gqa_kv_head_goes_only_with_its_whole_group():

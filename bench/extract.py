@@ -33,45 +33,57 @@ from tasks.data import TaskDataModule
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
 
 
-@dataclass
-class ExtractArgs:
-    """Extract a task-specific circuit with Algorithm 1 and truly prune the model to it.
+@dataclass(kw_only=True)
+class SearchOptions:
+    """What every verb that runs Algorithm 1 (extract, sweep) shares.
 
     Args:
-        task: the task: acronyms, greater-than or ioi.
         model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
-        alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha.
         ablation: mean (per-position mean over the patching set) or zero.
         include_mlps: also try to remove each layer's MLP.
         n_patching: prompts whose activations give the means.
         n_val: prompts that drive the KL of the search.
         n_test: held-out prompts for the reported accuracy.
         seed: seeds the prompts and everything else; the same seed gives the same circuit.
-        out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION-sSEED).
-        overwrite: replace an existing run directory.
-        engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
-            hooked forward per candidate); both give the same circuit.
+        overwrite: replace an existing output directory.
         device: cpu, cuda, cuda:N or auto.
         dtype: float32 (default), bfloat16 or float16.
     """
 
-    task: str
     model: str = loading.DEFAULT_MODEL
-    alpha: float = 0.01
     ablation: str = "mean"
     include_mlps: bool = True
     n_patching: int = 40
     n_val: int = 40
     n_test: int = 100
     seed: int = 0
-    out: str | None = None
     overwrite: bool = False
-    engine: str = "fast"
     device: str = "auto"
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_search_options(self)
+
+
+@dataclass
+class ExtractArgs(SearchOptions):
+    """Extract a task-specific circuit with Algorithm 1 and truly prune the model to it.
+
+    Args:
+        task: the task: acronyms, greater-than or ioi.
+        alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha.
+        out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION-sSEED).
+        engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
+            hooked forward per candidate); both give the same circuit.
+    """
+
+    task: str
+    alpha: float = 0.011
+    out: str | None = None
+    engine: str = "fast"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise BenchError(f"--alpha must be a finite number >= 0, got {self.alpha}")
         if self.engine not in ENGINES:

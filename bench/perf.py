@@ -7,6 +7,7 @@ Both engines run in one process, on the same model, prompts and means, one after
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.extract import ExtractArgs
 from bench.latency import measure
 from models import loading
 from models.ablation import collect_means
@@ -21,7 +23,7 @@ from models.fast import FastScorer
 from models.pruned import count_params
 from models.search import HookScorer, Search
 from models.surgery import prune
-from models.types import candidate_order
+from models.types import BenchError, candidate_order
 from tasks import get_task
 from tasks.data import TaskDataModule
 
@@ -61,11 +63,13 @@ def bench_task(task_name: str, model, tok, args, device) -> dict:
     val = dm.val.input_ids.to(device)
     fast = run_engine(FastScorer, model, val, means, order, args.alpha, device)
     ref = run_engine(HookScorer, model, val, means, order, args.alpha, device)
+    other = {dt: run_engine(FastScorer, copy.deepcopy(model).to(loading.resolve_dtype(dt)), val, means, order,
+                            args.alpha, device) for dt in args.fast_dtypes}
     full_m, pruned_m = prune(model, (), means), prune(model, fast.removed, means)
     test = dm.test.input_ids
     lat = {f"{name}_b{b}": measure(m, test[:b], runs=args.runs).to_dict()
            for b in (len(test), 1) for name, m in (("full", full_m), ("pruned", pruned_m))}
-    return {"task": task_name, "reference": ref, "fast": fast, "identical": ref.removed == fast.removed,
+    return {"task": task_name, "reference": ref, "fast": fast, "identical": ref.removed == fast.removed, "other": other,
             "params": (count_params(full_m)["non_embedding"], count_params(pruned_m)["non_embedding"]),
             "latency": lat}
 
@@ -84,6 +88,7 @@ def report(rows: list[dict], args, device) -> str:
         lines.append(f"| {r['task']} | {ref.wall_s:.1f} | {fast.wall_s:.1f} | {ref.wall_s / fast.wall_s:.1f}× | "
                      f"{ref.forwards / ref.wall_s:.2f} | {fast.forwards / fast.wall_s:.2f} | "
                      f"{fast.peak_mem_mb:.0f} / {ref.peak_mem_mb:.0f} | {'yes' if r['identical'] else 'NO'} |")
+    lines += dtype_table(rows)
     lines += ["", "## Pruned vs full model latency (last-position logits, median of "
               f"{args.runs} runs after warm-up)", "",
               "| task | params cut | batch | seq | full ms (p95) | pruned ms (p95) | latency cut |",
@@ -98,23 +103,46 @@ def report(rows: list[dict], args, device) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dtype_table(rows: list[dict]) -> list[str]:
+    """The fast engine at a faster dtype (an option, never the default) against the fp32 reference loop."""
+    if not rows[0]["other"]:
+        return []
+    lines = ["", "## Fast engine at a lower precision (option) vs the fp32 reference loop", "",
+             "| task | dtype | fast s | speed-up vs fp32 reference | speed-up vs fp32 fast | same circuit as fp32 |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        for dt, run in r["other"].items():
+            lines.append(f"| {r['task']} | {dt} | {run.wall_s:.1f} | {r['reference'].wall_s / run.wall_s:.1f}× | "
+                         f"{r['fast'].wall_s / run.wall_s:.1f}× | "
+                         f"{'yes' if run.removed == r['reference'].removed else 'NO'} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=loading.DEFAULT_MODEL)
     p.add_argument("--tasks", nargs="+", default=["ioi", "acronyms", "greater-than"])
-    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=ExtractArgs.alpha)
     p.add_argument("--n-patching", type=int, default=40)
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--fast-dtypes", nargs="*", default=[], metavar="DTYPE",
+                   help="also run the fast engine on a copy of the model in these dtypes (e.g. bfloat16) and "
+                        "report whether the circuit changed")
     p.add_argument("--out", default=None, help="write the markdown report here too")
     args = p.parse_args(argv)
     device = loading.resolve_device(args.device)
     model, tok = loading.load_model(args.model, device=device)
-    for name in args.tasks:
-        get_task(name)  # fail on a typo before the first long run
+    try:  # fail on a typo before the first long run
+        for name in args.tasks:
+            get_task(name)
+        for dt in args.fast_dtypes:
+            loading.resolve_dtype(dt)
+    except BenchError as e:
+        p.exit(2, f"error: {e}\n")
     rows = []
     for name in args.tasks:
         rows.append(bench_task(name, model, tok, args, device))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import lightning as L
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bench.extract import (ExtractArgs, check_search_options, evaluate_models, patching_means, search_circuit,
+from bench.extract import (ExtractArgs, SearchOptions, evaluate_models, patching_means, search_circuit,
                            versions)
 from bench.rundir import check_out, publishing, write_json
 from models import arch, loading, published
@@ -37,41 +37,21 @@ PLOTS = ("size_vs_alpha.png", "accuracy_vs_size.png")
 
 
 @dataclass
-class SweepArgs:
+class SweepArgs(SearchOptions):
     """Extract circuits at several alphas (model, prompts and means loaded once) and plot size and accuracy.
 
     Args:
         task: the task: acronyms, greater-than or ioi.
         alphas: KL thresholds, each run from scratch (e.g. --alphas 0.001 0.01 0.1); sorted ascending.
-        model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
-        ablation: mean (per-position mean over the patching set) or zero.
-        include_mlps: also try to remove each layer's MLP.
-        n_patching: prompts whose activations give the means.
-        n_val: prompts that drive the KL of the search.
-        n_test: held-out prompts for the reported accuracy.
-        seed: seeds the prompts; the same seed gives the same circuits.
         out: the sweep directory (default runs/sweep-TASK-MODEL-ABLATION-sSEED).
-        overwrite: replace an existing sweep directory.
-        device: cpu, cuda, cuda:N or auto.
-        dtype: float32 (default), bfloat16 or float16.
     """
 
     task: str
     alphas: list[float]
-    model: str = loading.DEFAULT_MODEL
-    ablation: str = "mean"
-    include_mlps: bool = True
-    n_patching: int = 40
-    n_val: int = 40
-    n_test: int = 100
-    seed: int = 0
     out: str | None = None
-    overwrite: bool = False
-    device: str = "auto"
-    dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        check_search_options(self)
+        super().__post_init__()
         self.alphas = check_alphas(self.alphas)
 
     @property
@@ -83,9 +63,8 @@ class SweepArgs:
 
     def extract_args(self, alpha: float) -> ExtractArgs:
         """The `bench extract` arguments of one alpha of the sweep (fast engine)."""
-        return ExtractArgs(task=self.task, model=self.model, alpha=alpha, ablation=self.ablation,
-                           include_mlps=self.include_mlps, n_patching=self.n_patching, n_val=self.n_val,
-                           n_test=self.n_test, seed=self.seed, engine="fast", device=self.device, dtype=self.dtype)
+        shared = {f.name: getattr(self, f.name) for f in fields(SearchOptions)}
+        return ExtractArgs(task=self.task, alpha=alpha, engine="fast", **shared)
 
 
 def check_alphas(alphas) -> list[float]:

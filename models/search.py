@@ -56,6 +56,14 @@ class Search:
         self.steps.append(step)
         return step
 
+    def scored_states(self) -> list[frozenset[Component]]:
+        """Every removed set the scorer was asked about, in order, the empty start included."""
+        out, removed = [frozenset()], frozenset()
+        for st in self.steps:
+            out.append(removed | {st.component})
+            removed = out[-1] if st.removed else removed
+        return out
+
     @property
     def done(self) -> bool:
         return len(self.steps) == len(self.order)

@@ -17,3 +17,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory, smollm2_tokenizer):
+    """A local HF directory: a tiny random Llama (GQA) with the real SmolLM2 tokenizer, so the tasks build."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.tiny import _randomise
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                      rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.2)
+    path = tmp_path_factory.mktemp("teacher")
+    _randomise(LlamaForCausalLM(cfg)).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)

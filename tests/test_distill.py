@@ -7,31 +7,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.cli import main
 from bench.distillation import DistillationModule, l_distill, size_student
 from models.io import load_pruned
 from models.pruned import PrunedConfig, count_params_of
 from models.types import BenchError
-from tests.tiny import _randomise
 
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "4"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, smollm2_tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-                      rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.2)
-    path = tmp_path_factory.mktemp("teacher")
-    _randomise(LlamaForCausalLM(cfg)).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

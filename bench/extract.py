@@ -38,6 +38,7 @@ class SearchOptions:
     """What every verb that runs Algorithm 1 (extract, sweep) shares.
 
     Args:
+        task: the task: acronyms, greater-than or ioi.
         model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
         ablation: mean (per-position mean over the patching set) or zero.
         include_mlps: also try to remove each layer's MLP.
@@ -50,6 +51,7 @@ class SearchOptions:
         dtype: float32 (default), bfloat16 or float16.
     """
 
+    task: str
     model: str = loading.DEFAULT_MODEL
     ablation: str = "mean"
     include_mlps: bool = True
@@ -62,7 +64,13 @@ class SearchOptions:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        check_search_options(self)
+        get_task(self.task)  # unknown task -> BenchError
+        if self.ablation not in SCHEMES:
+            raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
+        for name in ("n_patching", "n_val", "n_test"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        loading.resolve_dtype(self.dtype)
 
 
 @dataclass
@@ -70,14 +78,12 @@ class ExtractArgs(SearchOptions):
     """Extract a task-specific circuit with Algorithm 1 and truly prune the model to it.
 
     Args:
-        task: the task: acronyms, greater-than or ioi.
         alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha.
         out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION-sSEED).
         engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
             hooked forward per candidate); both give the same circuit.
     """
 
-    task: str
     alpha: float = 0.011
     out: str | None = None
     engine: str = "fast"
@@ -95,17 +101,6 @@ class ExtractArgs(SearchOptions):
             return Path(self.out)
         model = Path(self.model).name or self.model
         return Path("runs") / f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}-s{self.seed}"
-
-
-def check_search_options(args) -> None:
-    """The checks every verb that runs Algorithm 1 shares (extract, sweep): task, scheme, split sizes, dtype."""
-    get_task(args.task)  # unknown task -> BenchError
-    if args.ablation not in SCHEMES:
-        raise BenchError(f"unknown --ablation {args.ablation!r}; use one of: {', '.join(SCHEMES)}")
-    for name in ("n_patching", "n_val", "n_test"):
-        if getattr(args, name) < 1:
-            raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
-    loading.resolve_dtype(args.dtype)
 
 
 def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str) -> Means:

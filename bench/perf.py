@@ -144,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
                         "report whether the circuit changed")
     p.add_argument("--out", default=None, help="write the markdown report here too")
     args = p.parse_args(argv)
-    device = loading.resolve_device(args.device)
-    model, tok = loading.load_model(args.model, device=device)
     try:  # fail on a typo before the first long run
         for name in args.tasks:
             get_task(name)
         for dt in args.fast_dtypes:
             loading.resolve_dtype(dt)
+        device = loading.resolve_device(args.device)
+        model, tok = loading.load_model(args.model, device=device)
     except BenchError as e:
         p.exit(2, f"error: {e}\n")
     rows = []

@@ -41,12 +41,10 @@ class SweepArgs(SearchOptions):
     """Extract circuits at several alphas (model, prompts and means loaded once) and plot size and accuracy.
 
     Args:
-        task: the task: acronyms, greater-than or ioi.
         alphas: KL thresholds, each run from scratch (e.g. --alphas 0.001 0.01 0.1); sorted ascending.
         out: the sweep directory (default runs/sweep-TASK-MODEL-ABLATION-sSEED).
     """
 
-    task: str
     alphas: list[float]
     out: str | None = None
 
@@ -64,7 +62,7 @@ class SweepArgs(SearchOptions):
     def extract_args(self, alpha: float) -> ExtractArgs:
         """The `bench extract` arguments of one alpha of the sweep (fast engine)."""
         shared = {f.name: getattr(self, f.name) for f in fields(SearchOptions)}
-        return ExtractArgs(task=self.task, alpha=alpha, engine="fast", **shared)
+        return ExtractArgs(alpha=alpha, engine="fast", **shared)
 
 
 def check_alphas(alphas) -> list[float]:

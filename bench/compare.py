@@ -287,7 +287,8 @@ def measure_full(task: str, digest: str, split: Split, b: Bench) -> tuple[list[M
     params = count_params(b.full)["non_embedding"]
     s = score(b.full, task, split, None, b)
     common = dict(task=task, settings="", run="", seed=None, split=digest, n_test=len(split), non_embedding=params,
-                  full_non_embedding=params, full_accuracy=s["accuracy"])
+                  full_non_embedding=params, full_accuracy=s["accuracy"], full_latency_ms=s["latency"].median_ms,
+                  full_latency_b1_ms=s["latency_b1"].median_ms)
     out = [Measurement(method=FULL, **common, **s)]
     if b.hf is not None:
         out.append(Measurement(method=HF, **common, **score(b.hf, task, split, ref, b)))
@@ -300,7 +301,8 @@ def measure_run(r: Run, split: Split, full: Measurement, ref: torch.Tensor, b: B
     return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(split),
                        count_params(model)["non_embedding"], **score(model, r.task, split, ref, b),
                        full_non_embedding=full.non_embedding, full_accuracy=full.accuracy, search_s=r.search_s,
-                       train_s=r.train_s, reported=r.reported)
+                       train_s=r.train_s, reported=r.reported, full_latency_ms=full.latency.median_ms,
+                       full_latency_b1_ms=full.latency_b1.median_ms)
 
 
 def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:

@@ -39,10 +39,20 @@ class Measurement:
     search_s: float | None = None
     train_s: float | None = None
     reported: dict = field(default_factory=dict)  # what the run's own metrics.json says
+    full_latency_ms: float = math.nan  # the full model's median latencies on the same split
+    full_latency_b1_ms: float = math.nan
 
     @property
     def params_delta_pct(self) -> float:
         return 100 * (self.non_embedding / self.full_non_embedding - 1)
+
+    @property
+    def latency_delta_pct(self) -> float:
+        return 100 * (self.latency.median_ms / self.full_latency_ms - 1)
+
+    @property
+    def latency_b1_delta_pct(self) -> float:
+        return 100 * (self.latency_b1.median_ms / self.full_latency_b1_ms - 1)
 
     @property
     def accuracy_delta_pts(self) -> float:
@@ -101,6 +111,8 @@ METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "latency_p95_ms": lambda m: m.latency.p95_ms,
     "latency_b1_median_ms": lambda m: m.latency_b1.median_ms,
     "latency_b1_p95_ms": lambda m: m.latency_b1.p95_ms,
+    "latency_delta_pct": lambda m: m.latency_delta_pct,
+    "latency_b1_delta_pct": lambda m: m.latency_b1_delta_pct,
     "search_s": lambda m: m.search_s,
     "train_s": lambda m: m.train_s,
     "build_s": lambda m: m.build_s,
@@ -166,7 +178,8 @@ def cells(row: Row) -> list[str]:
                                                   if row.method != FULL else "")
     kl = row["kl_to_full"]
     kl_text = small(kl.mean) + (f" ± {small(kl.std)}" if kl.std is not None else "")
-    lat = [f"{pm(row[k + '_median_ms'], '.2f')} ({pm(row[k + '_p95_ms'], '.2f')})" for k in ("latency", "latency_b1")]
+    lat = [f"{pm(row[k + '_median_ms'], '.2f')} ({pm(row[k + '_p95_ms'], '.2f')})"
+           + (f", {pm(row[k + '_delta_pct'], '+.1f', suffix='%')}" if row.reduced else "") for k in ("latency", "latency_b1")]
     return [row.label, str(row.n), params, acc, kl_text, *lat, pm(row["build_s"], ".3g")]
 
 
@@ -203,7 +216,7 @@ def summary(task: TaskResult, table: list[Row]) -> str:
     closest = min(reduced, key=lambda r: r["kl_to_full"].mean)
     if len(reduced) > 1:
         out.append(f"The lowest KL to the full model is {closest.label}'s ({small(closest['kl_to_full'].mean)}).")
-    out += [s for s in (_versus(reduced), _latency(reduced, full, batches(task)), _hf(table, full)) if s]
+    out += [s for s in (_versus(reduced), _latency(reduced, batches(task)), _hf(table, full)) if s]
     return " ".join(out)
 
 
@@ -231,13 +244,14 @@ def _versus(reduced: list[Row]) -> str:
     return " ".join(out)
 
 
-def _latency(reduced: list[Row], full: Row, b: str) -> str:
+def _latency(reduced: list[Row], b: str) -> str:
     """Latency change against parameter change for every reduced row, then whether latency keeps up."""
     parts, smaller = [], []
     for r in reduced:
-        p, lat, lat1 = (-_cut(r, k, full) for k in ("non_embedding", "latency_median_ms", "latency_b1_median_ms"))
-        parts.append(f"{r.label} {p:+.1f}% parameters, {lat:+.1f}% median latency at b={b} ({lat1:+.1f}% at b=1)")
-        smaller.append(-lat < -p)
+        p, lat, lat1 = (r[k] for k in ("params_delta_pct", "latency_delta_pct", "latency_b1_delta_pct"))
+        parts.append(f"{r.label} {pm(p, '+.1f', suffix='%')} parameters, {pm(lat, '+.1f', suffix='%')} median "
+                     f"latency at b={b} ({pm(lat1, '+.1f', suffix='%')} at b=1)")
+        smaller.append(lat.mean > p.mean)  # both negative: a smaller cut is the larger delta
     verdict = ("the latency cut is smaller than the parameter cut for every reduced model" if all(smaller) else
                "the latency cut is larger than the parameter cut for every reduced model" if not any(smaller) else
                "the latency cut is smaller than the parameter cut for "

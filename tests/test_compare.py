@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
+import statistics
 from pathlib import Path
 
 import matplotlib.image
@@ -187,9 +189,15 @@ def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):
     assert all("±" in c for c in body[1][2:8])  # every measured number of the two seeds has a std
     rows = {x["method"]: x for x in rcsv(tmp_path / "o" / "results.csv")}
     assert rows[MLPS]["seeds"] == "0 1" and rows[MLPS]["accuracy_std"] != ""
-    fulls = {m.split: m.accuracy for m in task.measurements if m.method == FULL}
+    fulls = {m.split: m for m in task.measurements if m.method == FULL}
+    deltas = []
     for m in (m for m in task.measurements if m.method == MLPS):
-        assert m.full_accuracy == fulls[m.split]  # each run against the full model on its own split
+        full = fulls[m.split]  # each run against the full model on its own split
+        assert m.full_accuracy == full.accuracy
+        deltas.append(100 * (m.latency.median_ms / full.latency.median_ms - 1))
+        assert m.latency_delta_pct == pytest.approx(deltas[-1])
+    assert float(rows[MLPS]["latency_delta_pct_std"]) == pytest.approx(statistics.stdev(deltas))
+    assert re.search(r"parameters, [-+][\d.]+ ± [\d.]+% median latency at b=\d+ \([-+][\d.]+ ± [\d.]+% at b=1\)", md)
 
 
 def test_print_compare(result):

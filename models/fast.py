@@ -13,7 +13,7 @@ from torch import nn
 
 from models import arch
 from models.ablation import Means
-from models.pruned import Block, PrunedModel
+from models.pruned import Block, PrunedModel, last_attention, run_to_last
 from models.search import kl_last
 from models.surgery import fill_block, prune, pruned_config
 from models.types import Component
@@ -41,15 +41,10 @@ class FastScorer:
             return 0.0
         layer = min(c.layer for c in removed)  # every layer below it is intact
         tail = [self._block(l, removed) for l in range(layer + 1, self.shape.n_layers)]
-        # After the last attention that is left, positions no longer mix: carry the last one only.
-        last_attn = max((i for i, b in enumerate(tail) if b.attn is not None), default=-1)
         with torch.inference_mode():
-            x = self._layer_out(layer, removed, last_only=last_attn < 0)
-            for i, block in enumerate(tail):
-                x = block.attn_part(x, self.rope, offset=self.t - x.shape[1])
-                if i == last_attn:
-                    x = x[:, -1:]
-                x = block.mlp_part(x, offset=self.t - x.shape[1])
+            # With no attention left above, positions no longer mix: the last one only, from this layer on.
+            x = self._layer_out(layer, removed, last_only=last_attention(tail) < 0)
+            x = run_to_last(tail, x, self.rope, self.t)
             return kl_last(self.ref, self.base.unembed(x[:, -1]))
 
     def _head_outputs(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

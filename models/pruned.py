@@ -184,18 +184,8 @@ class PrunedModel(nn.Module):
             for block in self.blocks:
                 x = block(x, rope)
             return self.unembed(x)
-        # Positions stop mixing after the last attention that is left: carry the last one only from there.
-        last_attn = self.last_attention()
-        x = x if last_attn >= 0 else x[:, -1:]
-        for i, block in enumerate(self.blocks):
-            x = block.attn_part(x, rope, offset=t - x.shape[1])
-            x = x[:, -1:] if i == last_attn else x
-            x = block.mlp_part(x, offset=t - x.shape[1])
-        return self.unembed(x[:, -1])
-
-    def last_attention(self) -> int:
-        """Index of the last block that still has attention heads; -1 when none has."""
-        return max((i for i, b in enumerate(self.blocks) if b.attn is not None), default=-1)
+        x = x if last_attention(self.blocks) >= 0 else x[:, -1:]
+        return self.unembed(run_to_last(self.blocks, x, rope, t)[:, -1])
 
     def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
         """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions (None for gpt2)."""
@@ -208,6 +198,22 @@ class PrunedModel(nn.Module):
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., V)
         return self.lm_head(self.ln_f(x))
+
+
+def last_attention(blocks) -> int:
+    """Index of the last of `blocks` that still has attention heads; -1 when none has."""
+    return max((i for i, b in enumerate(blocks) if b.attn is not None), default=-1)
+
+
+def run_to_last(blocks, x: torch.Tensor, rope, t: int) -> torch.Tensor:
+    """`blocks` on x, (B, t, d) or already (B, 1, d) at the last of t positions when no block has attention.
+    Positions stop mixing after the last attention left, so only the last one is carried from there: (B, 1, d)."""
+    last_attn = last_attention(blocks)
+    for i, block in enumerate(blocks):
+        x = block.attn_part(x, rope, offset=t - x.shape[1])
+        x = x[:, -1:] if i == last_attn else x
+        x = block.mlp_part(x, offset=t - x.shape[1])
+    return x
 
 
 EMBEDDINGS = ("wte.weight", "wpe.weight", "lm_head.weight")

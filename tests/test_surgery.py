@@ -6,7 +6,7 @@ import torch
 
 from models.ablation import collect_means, hooked_logits
 from models.io import load_pruned, save_pruned
-from models.pruned import count_params, count_params_of
+from models.pruned import count_params, count_params_of, last_attention
 from models.surgery import prune
 from models.types import BenchError, Component
 from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
@@ -67,7 +67,7 @@ def test_last_only_carries_one_position_after_the_last_attention(arch):
     removed = {Component(l, h) for l in range(1, n_layers) for h in range(n_heads)}  # heads left in layer 0 only
     means = collect_means(model, tiny_ids(seed=3), "mean")
     pruned = prune(model, removed, means)
-    assert pruned.last_attention() == 0
+    assert last_attention(pruned.blocks) == 0
     ids = tiny_ids()
     ref = hooked_logits(model, ids, removed, means)
     assert torch.allclose(pruned(ids, last_only=True), ref, atol=1e-4, rtol=0)

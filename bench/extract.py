@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 from bench.evaluate import accuracy, kl_to
 from bench.extraction import ExtractionModule
@@ -28,6 +29,7 @@ from models.search import HookScorer, Search
 from models.surgery import prune, pruned_config
 from models.types import SCHEMES, BenchError, Circuit, candidate_order
 from tasks import get_task
+from tasks.base import Task, Tokenizer
 from tasks.data import TaskDataModule
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
@@ -139,10 +141,21 @@ def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_par
     }
 
 
-def extract(args: ExtractArgs) -> Path:
-    """Run `bench extract`; returns the published run directory."""
-    out = args.out_dir
-    check_out(out, args.overwrite)  # before the slow parts
+@dataclass(frozen=True)
+class Prepared:
+    """What a search needs before its first step: the model, the task's splits and the patching means."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    task: Task
+    dm: TaskDataModule
+    means: Means
+    shape: arch.Shape
+    device: torch.device
+
+
+def prepare(args: SearchOptions) -> Prepared:
+    """Seed, load the model, build the task's splits and take the means over the patching set."""
     L.seed_everything(args.seed, verbose=False)
     device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
     model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
@@ -150,6 +163,16 @@ def extract(args: ExtractArgs) -> Path:
     dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
     dm.setup()
     means = patching_means(model, task, tokenizer, dm, args.ablation)
+    return Prepared(model, tokenizer, task, dm, means, shape, device)
+
+
+def extract(args: ExtractArgs) -> Path:
+    """Run `bench extract`; returns the published run directory."""
+    out = args.out_dir
+    check_out(out, args.overwrite)  # before the slow parts
+    p = prepare(args)
+    model, tokenizer, task, dm, means, shape, device = (p.model, p.tokenizer, p.task, p.dm, p.means, p.shape,
+                                                         p.device)
     with publishing(out, args.overwrite) as run:
         search, wall = search_circuit(args, model, dm, means, run)
         circuit = Circuit.from_removed(

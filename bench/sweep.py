@@ -12,23 +12,17 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import lightning as L
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
-from bench.extract import (ExtractArgs, SearchOptions, evaluate_models, patching_means, search_circuit,
+from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, prepare, search_circuit,
                            versions)
 from bench.rundir import check_out, publishing, write_json
-from models import arch, loading, published
-from models.ablation import Means
+from models import published
 from models.pruned import count_params_of
 from models.roc import roc_auc, tpr_fpr
 from models.surgery import prune, pruned_config
 from models.types import BenchError, Circuit
-from tasks import get_task
-from tasks.base import Task, Tokenizer
-from tasks.data import TaskDataModule
 
 COLUMNS = ("alpha", "kept_heads", "kept_mlps", "non_embedding_params", "pct_of_full", "test_accuracy",
            "test_kl_to_full", "search_wall_s", "forwards")
@@ -84,27 +78,15 @@ def check_alphas(alphas) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """What every alpha of the sweep shares: loaded once."""
+class Loaded(Prepared):
+    """What every alpha of the sweep shares, loaded once, and the published circuit to score against."""
 
-    model: nn.Module
-    tokenizer: Tokenizer
-    task: Task
-    dm: TaskDataModule
-    means: Means
-    shape: arch.Shape
     truth: published.PublishedCircuit | None
 
 
 def load(args: SweepArgs) -> Loaded:
-    L.seed_everything(args.seed, verbose=False)
-    device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
-    model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
-    shape, task = arch.check_supported(model), get_task(args.task)
-    dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
-    dm.setup()
-    means = patching_means(model, task, tokenizer, dm, args.ablation)
-    return Loaded(model, tokenizer, task, dm, means, shape, published.for_model(model.config, args.task))
+    p = prepare(args)
+    return Loaded(**vars(p), truth=published.for_model(p.model.config, args.task))
 
 
 def alpha_dir(alpha: float) -> str:

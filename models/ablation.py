@@ -1,8 +1,12 @@
 """Hook-based ablation of a HF model: the plain, reference path of Algorithm 1.
 
 A head's output is its slice of z, the input of the attention output projection: ablating head h of
-layer l replaces z[:, :, h] with its per-position mean over the patching set (or zero). An ablated MLP's
-output is replaced likewise. Hooks live only inside `ablated(...)`, so nothing leaks between steps.
+layer l replaces z[:, :, h] with its mean over the patching set (or zero). An ablated MLP's output is
+replaced likewise. Schemes (`models.types.SCHEMES`):
+  mean         one mean per position (the paper's); only prompts of the patching prompts' length fit it;
+  mean-pooled  one mean over every patching prompt and every position, so any prompt length fits;
+  zero         zero.
+Hooks live only inside `ablated(...)`, so nothing leaks between steps.
 """
 from __future__ import annotations
 
@@ -14,39 +18,72 @@ import torch
 from torch import nn
 
 from models import arch
-from models.types import Component
+from models.types import POSITIONAL, SCHEMES, BenchError, Component, length_error
 
 
 @dataclass(frozen=True)
 class Means:
-    """What an ablated component is replaced with, per position."""
+    """What an ablated component is replaced with: P rows, one per position for the positional scheme
+    (P = the longest length it covers), one row that fits every position otherwise."""
 
-    z: torch.Tensor  # (L, T, nh, hd)
-    mlp: torch.Tensor  # (L, T, d)
-    scheme: str  # "mean" | "zero"
+    z: torch.Tensor  # (L, P, nh, hd)
+    mlp: torch.Tensor  # (L, P, d)
+    scheme: str  # see SCHEMES
+    min_len: int = 1  # positional: the shortest input it covers (the prompts' length; P also covers answers)
+
+    @property
+    def positional(self) -> bool:
+        return self.scheme in POSITIONAL
 
     @property
     def n_positions(self) -> int:
         return self.z.shape[1]
 
+    def check_length(self, t: int) -> None:
+        """Per-position constants only fit the positions they were taken at: any other length is refused."""
+        if self.positional and not self.min_len <= t <= self.n_positions:
+            raise BenchError(length_error(t, self.min_len, self.n_positions))
+
+    def z_rows(self, layer: int, start: int, stop: int) -> torch.Tensor:
+        """(stop - start, nh, hd): the replacement z at positions start..stop-1."""
+        z = self.z[layer]
+        return z[start:stop] if self.positional else z[:1].expand(stop - start, *z.shape[1:])
+
+    def mlp_rows(self, layer: int, start: int, stop: int) -> torch.Tensor:
+        """(stop - start, d): the replacement MLP output at positions start..stop-1."""
+        m = self.mlp[layer]
+        return m[start:stop] if self.positional else m[:1].expand(stop - start, m.shape[1])
+
+
+def no_means() -> Means:
+    """Means for a model with nothing removed: no constants, any input length."""
+    return Means(torch.zeros(0, 1, 0, 0), torch.zeros(0, 1, 0), "zero")
+
 
 @torch.inference_mode()
-def collect_means(model: nn.Module, ids: torch.Tensor, scheme: str) -> Means:
-    """Per-position means of every head's z and every MLP's output over `ids` (N, T); zeros for "zero"."""
+def collect_means(model: nn.Module, ids: torch.Tensor, scheme: str, min_len: int | None = None) -> Means:
+    """Means of every head's z and every MLP's output over `ids` (N, T): per position for "mean", over every
+    position for "mean-pooled", zeros for "zero". `min_len` (default T) is the prompt length when `ids` also
+    holds answer tokens, so that the positional means cover prompts of min_len..T tokens."""
+    if scheme not in SCHEMES:
+        raise BenchError(f"unknown ablation scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     s = arch.shape_of(model)
     n, t = ids.shape
+    rows = t if scheme in POSITIONAL else 1
     kw = dict(dtype=_dtype(model), device=_device(model))
-    z = torch.zeros(s.n_layers, t, s.n_heads, s.head_dim, **kw)
-    out = torch.zeros(s.n_layers, t, s.d_model, **kw)
+    z = torch.zeros(s.n_layers, rows, s.n_heads, s.head_dim, **kw)
+    out = torch.zeros(s.n_layers, rows, s.d_model, **kw)
+    means = Means(z, out, scheme, t if min_len is None else min_len)
     if scheme == "zero":
-        return Means(z, out, scheme)
+        return means
+    dims = (0,) if scheme in POSITIONAL else (0, 1)  # over prompts, or over prompts and positions
     handles = []
     for l, block in enumerate(arch.blocks(model)):
         def grab_z(mod, args, l=l):
-            z[l] = args[0].float().mean(0).view(t, s.n_heads, s.head_dim).to(z.dtype)
+            z[l] = args[0].float().mean(dims).view(rows, s.n_heads, s.head_dim).to(z.dtype)
 
         def grab_mlp(mod, args, output, l=l):
-            out[l] = output.float().mean(0).to(out.dtype)
+            out[l] = output.float().mean(dims).view(rows, s.d_model).to(out.dtype)
         handles += [arch.out_proj(block).register_forward_pre_hook(grab_z),
                     arch.mlp(block).register_forward_hook(grab_mlp)]
     try:
@@ -54,7 +91,7 @@ def collect_means(model: nn.Module, ids: torch.Tensor, scheme: str) -> Means:
     finally:
         for h in handles:
             h.remove()
-    return Means(z, out, scheme)
+    return means
 
 
 @contextmanager
@@ -62,6 +99,7 @@ def ablated(model: nn.Module, removed: Iterable[Component], means: Means) -> Ite
     """Inside the context, `model` runs with every component in `removed` ablated."""
     s = arch.shape_of(model)
     layers = arch.blocks(model)
+    removed = list(removed)
     heads: dict[int, list[int]] = {}
     for c in removed:
         if not c.is_mlp:
@@ -71,15 +109,17 @@ def ablated(model: nn.Module, removed: Iterable[Component], means: Means) -> Ite
         def patch_z(mod, args, l=l, hs=sorted(hs)):
             z = args[0]  # (B, T, nh*hd)
             b, t = z.shape[:2]
+            means.check_length(t)
             z = z.view(b, t, s.n_heads, s.head_dim).clone()
-            z[:, :, hs] = means.z[l, :t, hs].to(z.device, z.dtype)
+            z[:, :, hs] = means.z_rows(l, 0, t)[:, hs].to(z.device, z.dtype)
             return (z.view(b, t, -1),) + tuple(args[1:])
         handles.append(arch.out_proj(layers[l]).register_forward_pre_hook(patch_z))
     for c in removed:
         if c.is_mlp:
             def patch_mlp(mod, args, output, l=c.layer):
                 t = output.shape[1]
-                return means.mlp[l, :t].to(output.device, output.dtype).expand_as(output)
+                means.check_length(t)
+                return means.mlp_rows(l, 0, t).to(output.device, output.dtype).expand_as(output)
             handles.append(arch.mlp(layers[c.layer]).register_forward_hook(patch_mlp))
     try:
         yield model

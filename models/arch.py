@@ -27,6 +27,7 @@ class Shape:
     vocab_size: int
     eps: float
     rope_theta: float | None  # None for learned positions (gpt2)
+    context: int  # the longest input the model takes
 
     @property
     def group(self) -> int:  # query heads per K/V head
@@ -37,7 +38,7 @@ def shape_of(model: nn.Module) -> Shape:
     c = model.config
     if c.model_type == "gpt2":
         return Shape("gpt2", c.n_layer, c.n_head, c.n_head, c.n_embd // c.n_head, c.n_embd,
-                     c.n_inner or 4 * c.n_embd, c.vocab_size, c.layer_norm_epsilon, None)
+                     c.n_inner or 4 * c.n_embd, c.vocab_size, c.layer_norm_epsilon, None, c.n_positions)
     if c.model_type == "llama":
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         rope = getattr(c, "rope_parameters", None) or {}
@@ -45,7 +46,8 @@ def shape_of(model: nn.Module) -> Shape:
         if rope.get("rope_type", "default") != "default":
             raise BenchError(f"rope type {rope['rope_type']!r} is not supported; only default RoPE is")
         return Shape("llama", c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, head_dim,
-                     c.hidden_size, c.intermediate_size, c.vocab_size, c.rms_norm_eps, float(theta))
+                     c.hidden_size, c.intermediate_size, c.vocab_size, c.rms_norm_eps, float(theta),
+                     c.max_position_embeddings)
     raise BenchError(f"model type {c.model_type!r} is not supported; supported: gpt2, llama")
 
 

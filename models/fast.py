@@ -22,6 +22,7 @@ from models.types import Component
 class FastScorer:
     def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means):
         self.model, self.means, self.shape = model, means, arch.check_supported(model)
+        means.check_length(ids.shape[1])
         self.base: PrunedModel = prune(model, (), means)  # full weights, our module form
         with torch.inference_mode():
             x, self.rope = self.base.embed(ids.to(next(model.parameters()).device))
@@ -54,7 +55,7 @@ class FastScorer:
             wo = block.attn.o.weight.view(s.d_model, s.n_heads, s.head_dim)  # (d, nh, hd)
             z = block.attn.heads_z(block.ln1(self.resid[layer]), self.rope)  # (N, nh, T, hd)
             outs = torch.einsum("nhtk,dhk->hntd", z, wo)
-            ablated = torch.einsum("thk,dhk->htd", self.means.z[layer, : self.t].to(wo), wo)
+            ablated = torch.einsum("thk,dhk->htd", self.means.z_rows(layer, 0, self.t).to(wo), wo)
             self._layer = (layer, outs, ablated)
         return self._layer[1], self._layer[2]
 
@@ -72,7 +73,7 @@ class FastScorer:
         if last_only:
             x = x[:, -1:]
         if Component(layer) in removed:
-            return x + self.means.mlp[layer, self.t - x.shape[1]: self.t].to(x)
+            return x + self.means.mlp_rows(layer, self.t - x.shape[1], self.t).to(x)
         return x + block.mlp(block.ln2(x))
 
     def _block(self, layer: int, removed: frozenset[Component]) -> Block:

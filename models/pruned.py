@@ -1,7 +1,8 @@
 """A standalone, truly pruned transformer (GPT-2 or Llama family), nanoGPT style.
 
-Removed heads' Q/K/V/O rows are gone; their mean contribution is a per-position bias. An attention
-block or MLP with nothing left is a constant (T, d) and its norm is skipped. Shapes: B batch, T positions,
+Removed heads' Q/K/V/O rows are gone; their mean contribution is a bias: one row per position (scheme
+"mean", which then takes only inputs of the lengths it was built for) or one row for every position
+("mean-pooled", any length). An attention block or MLP with nothing left is a constant and its norm is skipped. Shapes: B batch, T positions,
 d model width, nq/nkv kept query/KV heads, hd head size.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.types import POSITIONAL, BenchError, length_error
 
 
 @dataclass
@@ -24,10 +27,11 @@ class PrunedConfig:
     vocab_size: int
     eps: float
     rope_theta: float | None
-    n_positions: int  # longest input the folded per-position constants cover
+    n_positions: int  # longest input it takes (per-position constants: the last position they cover)
     heads: list[list[int]]  # kept query heads per layer (original indices)
     mlps: list[bool]  # MLP kept, per layer
-    scheme: str = "mean"  # what removed components were replaced with: "mean" | "zero"
+    scheme: str = "mean"  # what removed components were replaced with: "mean" | "mean-pooled" | "zero"
+    min_positions: int = 1  # shortest input it takes (per-position constants: the prompts' length)
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
@@ -44,16 +48,32 @@ class PrunedConfig:
         group = self.n_heads // self.n_kv_heads
         return sorted({h // group for h in self.heads[layer]})
 
+    @property
+    def positional(self) -> bool:
+        return self.scheme in POSITIONAL
+
+    @property
+    def const_rows(self) -> int:
+        """Rows of a folded mean: one per position, or one for all of them."""
+        return self.n_positions if self.positional else 1
+
+    def check_length(self, t: int) -> None:
+        lo = self.min_positions if self.positional else 1
+        if self.positional and not lo <= t <= self.n_positions:
+            raise BenchError(length_error(t, lo, self.n_positions))
+        if t > self.n_positions:
+            raise BenchError(f"input of {t} tokens; this model takes at most {self.n_positions}")
+
     def attn_bias_rows(self, layer: int) -> int:
-        """Rows of the folded attention constant: T for removed heads' per-position means, 1 for only the
-        o bias of an emptied block (zero ablation), 0 for none."""
+        """Rows of the folded attention constant: the removed heads' means (const_rows), 1 for only the o bias
+        of an emptied block (zero ablation), 0 for none."""
         heads = self.heads[layer]
-        if self.scheme == "mean" and len(heads) < self.n_heads:
-            return self.n_positions
+        if self.scheme != "zero" and len(heads) < self.n_heads:
+            return self.const_rows
         return int(self.o_bias and not heads)
 
-    def has_mlp_const(self, layer: int) -> bool:
-        return self.scheme == "mean" and not self.mlps[layer]
+    def mlp_const_rows(self, layer: int) -> int:
+        return self.const_rows if self.scheme != "zero" and not self.mlps[layer] else 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,7 +159,7 @@ class Block(nn.Module):
         # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (T, d) each.
         const = lambda rows: torch.zeros(rows, cfg.d_model) if rows else None  # noqa: E731
         self.register_buffer("attn_bias", const(cfg.attn_bias_rows(layer)))
-        self.register_buffer("mlp_const", const(cfg.n_positions * cfg.has_mlp_const(layer)))
+        self.register_buffer("mlp_const", const(cfg.mlp_const_rows(layer)))
 
     def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
         return self.mlp_part(self.attn_part(x, rope))
@@ -149,8 +169,7 @@ class Block(nn.Module):
         if self.attn is not None:
             x = x + self.attn(self.ln1(x), rope)
         if self.attn_bias is not None:
-            rows = self.attn_bias.shape[0]
-            x = x + (self.attn_bias if rows == 1 else self.attn_bias[offset: offset + x.shape[1]])
+            x = x + _rows(self.attn_bias, offset, x.shape[1])
         return x
 
     def mlp_part(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -158,8 +177,13 @@ class Block(nn.Module):
         if self.mlp is not None:
             x = x + self.mlp(self.ln2(x))
         elif self.mlp_const is not None:
-            x = x + self.mlp_const[offset: offset + x.shape[1]]
+            x = x + _rows(self.mlp_const, offset, x.shape[1])
         return x
+
+
+def _rows(const: torch.Tensor, offset: int, t: int) -> torch.Tensor:
+    """A folded constant at positions offset..offset+t-1: its one row fits every position."""
+    return const if const.shape[0] == 1 else const[offset: offset + t]
 
 
 class PrunedModel(nn.Module):
@@ -177,8 +201,7 @@ class PrunedModel(nn.Module):
     def forward(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, T) token ids -> logits (B, T, V), or (B, V) at the last position."""
         t = ids.shape[1]
-        if t > self.cfg.n_positions:
-            raise ValueError(f"input of {t} tokens; this pruned model covers {self.cfg.n_positions}")
+        self.cfg.check_length(t)
         x, rope = self.embed(ids)
         if not last_only:
             for block in self.blocks:
@@ -239,5 +262,5 @@ def count_params_of(cfg: PrunedConfig) -> dict[str, int]:
         if cfg.mlps[layer]:
             n_in = 2 if cfg.arch == "llama" else 1
             weights += norm + (n_in + 1) * d * dm + (n_in * dm + d) * cfg.mlp_bias
-        consts += d * (cfg.attn_bias_rows(layer) + cfg.n_positions * cfg.has_mlp_const(layer))
+        consts += d * (cfg.attn_bias_rows(layer) + cfg.mlp_const_rows(layer))
     return {"weights": weights, "constants": consts, "non_embedding": weights + consts}

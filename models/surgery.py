@@ -23,7 +23,8 @@ def pruned_config(model: nn.Module, removed: Iterable[Component], means: Means, 
     return PrunedConfig(
         arch=s.arch, d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
         head_dim=s.head_dim, vocab_size=s.vocab_size, eps=s.eps, rope_theta=s.rope_theta,
-        n_positions=means.n_positions, heads=heads, mlps=mlps, scheme=means.scheme,
+        n_positions=means.n_positions if means.positional else s.context, heads=heads, mlps=mlps,
+        scheme=means.scheme, min_positions=means.min_len if means.positional else 1,
         qkv_bias=w["bq"] is not None, o_bias=w["bo"] is not None, mlp_bias=m["b_in"] is not None,
         n_wpe=0 if emb["wpe"] is None else emb["wpe"].shape[0],
         tied=emb["lm_head"].data_ptr() == emb["wte"].data_ptr(), meta=dict(meta or {}))
@@ -49,9 +50,9 @@ def _copy_attention(dst, w: dict, cfg: PrunedConfig, layer: int) -> None:
 
 @torch.no_grad()
 def _attn_constant(w: dict, cfg: PrunedConfig, means: Means, layer: int) -> torch.Tensor:
-    """(T, d): the summed mean output of this layer's removed heads, plus the o bias if no head is left."""
+    """(P, d): the summed mean output of this layer's removed heads, plus the o bias if no head is left."""
     gone = [h for h in range(cfg.n_heads) if h not in cfg.heads[layer]]
-    t, hd = means.n_positions, cfg.head_dim
+    t, hd = means.n_positions, cfg.head_dim  # P rows: one per position, or one for all
     z = means.z[layer][:, gone].reshape(t, len(gone) * hd).to(w["Wo"])  # (T, n_gone*hd)
     const = z @ w["Wo"][:, _head_rows(gone, hd)].T  # (T, d)
     if w["bo"] is not None and not cfg.heads[layer]:

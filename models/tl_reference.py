@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from models import arch
 from models.ablation import Means
 from models.search import kl_last
-from models.types import BenchError, Component
+from models.types import POSITIONAL, SCHEMES, BenchError, Component
 
 HOOK_Z = "blocks.{}.attn.hook_z"
 HOOK_MLP = "blocks.{}.hook_mlp_out"
@@ -82,20 +82,23 @@ def _dtype(bridge: TransformerBridge) -> torch.dtype:
 
 @torch.inference_mode()
 def tl_means(bridge: TransformerBridge, ids: torch.Tensor, scheme: str) -> Means:
-    """Per-position means over the batch `ids` (N, T) of every hook_z and MLP output; zeros for "zero"."""
+    """`collect_means` on the TL path: every hook_z and MLP output averaged over the batch `ids` (N, T), per
+    position ("mean") or over every position too ("mean-pooled"); zeros for "zero"."""
+    if scheme not in SCHEMES:
+        raise BenchError(f"unknown ablation scheme {scheme!r}")
     cfg = bridge.cfg
     n, t = ids.shape
+    rows = t if scheme in POSITIONAL else 1
     kw = dict(dtype=_dtype(bridge), device=_device(bridge))
-    z = torch.zeros(cfg.n_layers, t, cfg.n_heads, cfg.d_head, **kw)  # (L, T, nh, hd)
-    out = torch.zeros(cfg.n_layers, t, cfg.d_model, **kw)  # (L, T, d)
+    z = torch.zeros(cfg.n_layers, rows, cfg.n_heads, cfg.d_head, **kw)  # (L, P, nh, hd)
+    out = torch.zeros(cfg.n_layers, rows, cfg.d_model, **kw)  # (L, P, d)
     if scheme == "zero":
         return Means(z, out, scheme)
-    if scheme != "mean":
-        raise BenchError(f"unknown ablation scheme {scheme!r}")
+    dims = (0,) if scheme in POSITIONAL else (0, 1)
 
     def grab(dst: torch.Tensor, l: int) -> Callable:
         def fn(act: torch.Tensor, hook) -> None:  # act (N, T, nh, hd) or (N, T, d)
-            dst[l] = act.float().mean(0).to(dst.dtype)
+            dst[l] = act.float().mean(dims).view(dst.shape[1:]).to(dst.dtype)
         return fn
     hooks = [(HOOK_Z.format(l), grab(z, l)) for l in range(cfg.n_layers)]
     hooks += [(HOOK_MLP.format(l), grab(out, l)) for l in range(cfg.n_layers)]
@@ -117,13 +120,13 @@ def ablation_hooks(removed: Iterable[Component], means: Means) -> HookList:
     def patch_z(l: int, hs: list[int]) -> Callable:
         def fn(z: torch.Tensor, hook) -> torch.Tensor:  # z (B, T, nh, hd)
             z = z.clone()
-            z[:, :, hs] = means.z[l, :z.shape[1], hs].to(z.device, z.dtype)
+            z[:, :, hs] = means.z_rows(l, 0, z.shape[1])[:, hs].to(z.device, z.dtype)
             return z
         return fn
 
     def patch_mlp(l: int) -> Callable:
         def fn(out: torch.Tensor, hook) -> torch.Tensor:  # out (B, T, d)
-            return means.mlp[l, :out.shape[1]].to(out.device, out.dtype).expand_as(out).clone()
+            return means.mlp_rows(l, 0, out.shape[1]).to(out.device, out.dtype).expand_as(out).clone()
         return fn
     hooks = [(HOOK_Z.format(l), patch_z(l, sorted(hs))) for l, hs in sorted(heads.items())]
     return hooks + [(HOOK_MLP.format(l), patch_mlp(l)) for l in sorted(mlps)]

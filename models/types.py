@@ -6,11 +6,19 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCHEMES = ("mean", "zero")
+SCHEMES = ("mean", "mean-pooled", "zero")  # per-position mean (the paper's); one mean over all positions; zero
+POSITIONAL = ("mean",)  # the schemes whose constants depend on the position
 
 
 class BenchError(Exception):
     """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+
+
+def length_error(t: int, lo: int, hi: int) -> str:
+    """Why a per-position ablated model refuses a t-token input: its constants cover lo..hi tokens only."""
+    span = f"{lo}" if lo == hi else f"{lo} to {hi}"
+    return (f"this model was pruned with per-position means (--ablation mean) for {span}-token inputs and cannot "
+            f"take a {t}-token input; extract with --ablation mean-pooled for inputs of any length")
 
 
 @dataclass(frozen=True, order=True)

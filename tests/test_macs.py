@@ -6,7 +6,7 @@ from models.types import Component
 
 # 2 layers, 2 query heads sharing 1 K/V head of size 2, d=4, d_mlp=8, vocab 10.
 S = Shape("llama", n_layers=2, n_heads=2, n_kv_heads=1, head_dim=2, d_model=4, d_mlp=8, vocab_size=10,
-          eps=1e-5, rope_theta=1e4)
+          eps=1e-5, rope_theta=1e4, context=64)
 ATTN = 2 * 2 * 2 * 4 + 2 * 1 * 2 * 4  # Q, O for 2 heads + K, V for 1: 48 per position
 MLP = 3 * 4 * 8  # 96 per position
 N, T = 3, 5

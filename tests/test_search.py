@@ -4,7 +4,7 @@ import pytest
 from models.ablation import collect_means
 from models.fast import FastScorer
 from models.search import HookScorer, Search, kl_last
-from models.types import Component, candidate_order
+from models.types import SCHEMES, Component, candidate_order
 from tests.test_surgery import MODELS, random_removed
 from tests.tiny import tiny_ids
 
@@ -50,7 +50,7 @@ def test_kl_last_by_hand():
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_fast_scorer_equals_hooks(arch, scheme):
     model = MODELS[arch](1)
     means = collect_means(model, tiny_ids(8, 10, seed=4), scheme)
@@ -62,7 +62,7 @@ def test_fast_scorer_equals_hooks(arch, scheme):
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("include_mlps", [True, False])
 def test_fast_path_returns_the_reference_circuit(arch, scheme, include_mlps):
     model = MODELS[arch](2)

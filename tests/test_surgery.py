@@ -8,7 +8,7 @@ from models.ablation import collect_means, hooked_logits
 from models.io import load_pruned, save_pruned
 from models.pruned import count_params, count_params_of, last_attention
 from models.surgery import prune
-from models.types import BenchError, Component
+from models.types import SCHEMES, BenchError, Component
 from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
 
 MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
@@ -26,7 +26,7 @@ def random_removed(model, seed: int) -> set[Component]:
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("seed", range(4))
 def test_pruned_equals_hook_ablated(arch, scheme, seed):
     model = MODELS[arch](seed)
@@ -113,10 +113,58 @@ def test_corrupt_manifest_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_counting_from_config_matches_the_built_model(arch, scheme):
     model = MODELS[arch]()
     means = collect_means(model, tiny_ids(), scheme)
     for seed in range(3):
         pruned = prune(model, random_removed(model, seed), means)
         assert count_params_of(pruned.cfg) == count_params(pruned)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", ["mean-pooled", "zero"])
+def test_position_free_model_takes_any_length(arch, scheme):
+    """One constant per component: prompts shorter and longer than the patching prompts give the hook-ablated
+    logits too."""
+    model = MODELS[arch](5)
+    means = collect_means(model, tiny_ids(8, 10, seed=11), scheme)
+    removed = random_removed(model, 5)
+    pruned = prune(model, removed, means)
+    for t in (1, 4, 10, 17):
+        ids = tiny_ids(3, t, seed=t)
+        ref = hooked_logits(model, ids, removed, means, last_only=False)
+        assert torch.allclose(pruned(ids), ref, atol=1e-4, rtol=0)
+        assert torch.allclose(pruned(ids, last_only=True), ref[:, -1], atol=1e-4, rtol=0)
+
+
+def test_pooled_mean_is_the_mean_over_prompts_and_positions():
+    model = tiny_llama(3)
+    ids = tiny_ids(8, 10, seed=12)
+    per_position, pooled = collect_means(model, ids, "mean"), collect_means(model, ids, "mean-pooled")
+    assert pooled.z.shape[1] == pooled.mlp.shape[1] == 1
+    assert torch.allclose(pooled.z[:, 0], per_position.z.mean(1), atol=1e-6)
+    assert torch.allclose(pooled.mlp[:, 0], per_position.mlp.mean(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_per_position_model_refuses_other_lengths(arch, tmp_path):
+    """Per-position constants cover the prompts' length up to the answer tokens the means were taken over; any
+    other length is one clear error, from the pruned model and from the hooks alike."""
+    model = MODELS[arch](6)
+    means = collect_means(model, tiny_ids(8, 11, seed=13), "mean", min_len=10)  # 10-token prompts + 1 answer
+    removed = random_removed(model, 6)
+    pruned = prune(model, removed, means)
+    for t in (10, 11):
+        ids = tiny_ids(3, t, seed=t)
+        assert torch.allclose(pruned(ids), hooked_logits(model, ids, removed, means, last_only=False), atol=1e-4)
+    for t in (4, 9, 12):
+        with pytest.raises(BenchError, match=f"10 to 11-token inputs and cannot take a {t}-token input"):
+            pruned(tiny_ids(2, t))
+        with pytest.raises(BenchError, match="--ablation mean-pooled"):
+            hooked_logits(model, tiny_ids(2, t), removed, means)
+    save_pruned(pruned, tmp_path)
+    reloaded, _ = load_pruned(tmp_path)
+    assert (reloaded.cfg.min_positions, reloaded.cfg.n_positions) == (10, 11)
+    with pytest.raises(BenchError, match="cannot take a 9-token input"):
+        reloaded(tiny_ids(2, 9))

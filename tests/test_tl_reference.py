@@ -9,7 +9,7 @@ from models import arch
 from models.ablation import collect_means, hooked_logits
 from models.search import HookScorer, Search
 from models.tl_reference import HOOK_MLP, HOOK_Z, TLScorer, boot_bridge, tl_logits, tl_means
-from models.types import Component, candidate_order
+from models.types import SCHEMES, Component, candidate_order
 from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
 
 MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
@@ -52,7 +52,7 @@ def test_hook_shapes_gqa_z_has_query_heads(pair):
     assert cache[HOOK_MLP.format(0)].shape == (3, 7, s.d_model)
 
 
-@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_means_and_ablated_logits_match(pair, scheme):
     name, model, bridge = pair
     ids = tiny_ids(8, 10, seed=1)
@@ -77,7 +77,7 @@ def test_hooks_do_not_leak(pair):
     assert all(not hp._forward_hooks for hp in bridge.hook_points())
 
 
-@pytest.mark.parametrize("scheme", ["mean", "zero"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_circuits_match(pair, scheme):
     name, model, bridge = pair
     s = arch.shape_of(model)

@@ -22,7 +22,7 @@ from bench.latency import measure
 from bench.report import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
 from bench.rundir import check_out, publishing
 from models import loading
-from models.ablation import Means
+from models.ablation import no_means
 from models.io import load_pruned
 from models.pruned import PrunedModel, count_params
 from models.search import kl_last
@@ -233,9 +233,7 @@ class HFLast(nn.Module):
 
 def full_model(hf: nn.Module) -> PrunedModel:
     """The full model as a PrunedModel with nothing removed (no constants), covering its whole context."""
-    c = hf.config
-    n_pos = getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 2048
-    return prune(hf, (), Means(torch.zeros(0, n_pos, 0, 0), torch.zeros(0, n_pos, 0), "zero"))
+    return prune(hf, (), no_means())
 
 
 @dataclass
@@ -250,26 +248,38 @@ class Bench:
     hf: HFLast | None
 
 
-def split_digest(split: Split) -> str:
-    data = json.dumps([[list(e.input_ids), e.target] for e in split.examples]).encode()
-    return hashlib.sha256(data).hexdigest()[:10]
+@dataclass(frozen=True)
+class TestSplits:
+    """A run's test split (training templates) and test-heldout split (held-out templates)."""
+
+    test: Split
+    heldout: Split
+
+    @property
+    def digest(self) -> str:
+        data = json.dumps([[[list(e.input_ids), e.target] for e in s.examples] for s in (self.test, self.heldout)])
+        return hashlib.sha256(data.encode()).hexdigest()[:10]
 
 
-def read_test_split(run: Run, vocab: int) -> Split:
-    split = Split.from_jsonl("test", run.path / "splits" / "test.jsonl")
-    if max(max(e.input_ids) for e in split.examples) >= vocab:
-        raise BenchError(f"{run.path}/splits/test.jsonl holds token ids beyond {run.model}'s vocabulary")
-    return split
+def read_test_splits(run: Run, vocab: int) -> TestSplits:
+    splits = TestSplits(*(Split.from_jsonl(n, run.path / "splits" / f"{n}.jsonl") for n in ("test", "test-heldout")))
+    for split in (splits.test, splits.heldout):
+        if max(max(e.input_ids) for e in split.examples) >= vocab:
+            raise BenchError(f"{run.path}/splits/{split.name}.jsonl holds token ids beyond {run.model}'s vocabulary")
+    return splits
 
 
-def score(model: nn.Module, task: str, split: Split, ref: torch.Tensor | None, b: Bench) -> dict:
-    """Accuracy, KL to the full model's logits `ref` (0 for the full model itself), latency at b=N and b=1."""
+def score(model: nn.Module, task: str, splits: TestSplits, ref: tuple | None, b: Bench) -> dict:
+    """Accuracy and KL to the full model's logits `ref` (0 for the full model itself) on both test splits;
+    latency at b=N and b=1 on the test split."""
     fn = lambda ids: model(ids.to(b.device), last_only=True)  # noqa: E731
-    ids, runs, warmup = split.input_ids, b.args.latency_runs, b.args.warmup
-    with torch.inference_mode():
-        kl = 0.0 if ref is None else kl_last(ref, fn(ids))
-    return {"accuracy": accuracy(get_task(task), b.tokenizer, fn, split), "kl_to_full": kl,
-            "latency": measure(model, ids, runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
+    ids, runs, warmup = splits.test.input_ids, b.args.latency_runs, b.args.warmup
+    out = {}
+    for prefix, split, r in (("", splits.test, ref and ref[0]), ("heldout_", splits.heldout, ref and ref[1])):
+        with torch.inference_mode():
+            out[f"{prefix}kl_to_full"] = 0.0 if r is None else kl_last(r, fn(split.input_ids))
+        out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split)
+    return {**out, "latency": measure(model, ids, runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
 
 
 def load_run_model(run: Run, b: Bench) -> PrunedModel:
@@ -280,40 +290,42 @@ def load_run_model(run: Run, b: Bench) -> PrunedModel:
     return model
 
 
-def measure_full(task: str, digest: str, split: Split, b: Bench) -> tuple[list[Measurement], torch.Tensor]:
-    """The full model (and the HF reference) on one test split; also the full model's logits, for the KLs."""
+def measure_full(task: str, splits: TestSplits, b: Bench) -> tuple[list[Measurement], tuple]:
+    """The full model (and the HF reference) on one pair of test splits; also the full model's logits on both,
+    for the KLs."""
     with torch.inference_mode():
-        ref = b.full(split.input_ids.to(b.device), last_only=True)
+        ref = tuple(b.full(s.input_ids.to(b.device), last_only=True) for s in (splits.test, splits.heldout))
     params = count_params(b.full)["non_embedding"]
-    s = score(b.full, task, split, None, b)
-    common = dict(task=task, settings="", run="", seed=None, split=digest, n_test=len(split), non_embedding=params,
-                  full_non_embedding=params, full_accuracy=s["accuracy"], full_latency_ms=s["latency"].median_ms,
+    s = score(b.full, task, splits, None, b)
+    common = dict(task=task, settings="", run="", seed=None, split=splits.digest, n_test=len(splits.test),
+                  non_embedding=params, full_non_embedding=params, full_accuracy=s["accuracy"],
+                  full_heldout_accuracy=s["heldout_accuracy"], full_latency_ms=s["latency"].median_ms,
                   full_latency_b1_ms=s["latency_b1"].median_ms)
     out = [Measurement(method=FULL, **common, **s)]
     if b.hf is not None:
-        out.append(Measurement(method=HF, **common, **score(b.hf, task, split, ref, b)))
+        out.append(Measurement(method=HF, **common, **score(b.hf, task, splits, ref, b)))
     return out, ref
 
 
-def measure_run(r: Run, split: Split, full: Measurement, ref: torch.Tensor, b: Bench) -> Measurement:
-    """One run's model on its test split, against the full model's numbers `full` and logits `ref` there."""
+def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: tuple, b: Bench) -> Measurement:
+    """One run's model on its test splits, against the full model's numbers `full` and logits `ref` there."""
     model = load_run_model(r, b)
-    return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(split),
-                       count_params(model)["non_embedding"], **score(model, r.task, split, ref, b),
+    return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(splits.test),
+                       count_params(model)["non_embedding"], **score(model, r.task, splits, ref, b),
                        full_non_embedding=full.non_embedding, full_accuracy=full.accuracy, search_s=r.search_s,
                        train_s=r.train_s, reported=r.reported, full_latency_ms=full.latency.median_ms,
-                       full_latency_b1_ms=full.latency_b1.median_ms)
+                       full_latency_b1_ms=full.latency_b1.median_ms, full_heldout_accuracy=full.heldout_accuracy)
 
 
 def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:
     """Every run on its test split, against the full model (and the HF reference) on each distinct split."""
-    splits = {r.path: read_test_split(r, b.full.cfg.vocab_size) for r in runs}
-    digests = {r.path: split_digest(splits[r.path]) for r in runs}
+    splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size) for r in runs}
+    digests = {r.path: splits[r.path].digest for r in runs}
     out: list[Measurement] = []
-    full: dict[str, tuple[Measurement, torch.Tensor]] = {}
+    full: dict[str, tuple[Measurement, tuple]] = {}
     for r in runs:
         if digests[r.path] not in full:
-            rows, ref = measure_full(task, digests[r.path], splits[r.path], b)
+            rows, ref = measure_full(task, splits[r.path], b)
             full[digests[r.path]] = (rows[0], ref)
             out += rows
     out += [measure_run(r, splits[r.path], *full[digests[r.path]], b) for r in runs]

@@ -33,7 +33,7 @@ from models.search import kl_last
 from models.types import BenchError, Circuit, read_json
 from tasks import get_task
 from tasks.base import first_token_is_target
-from tasks.data import TaskDataModule, load_splits
+from tasks.data import SPLITS, TaskDataModule, load_splits
 
 INITS = ("random", "circuit")
 # what may change between a run and its --resume; everything else must match config.json
@@ -238,13 +238,16 @@ def make_student(args: DistillArgs, run: ExtractionRun | None, teacher) -> tuple
 
 
 def student_report(student: PrunedModel, task, tokenizer, dm: TaskDataModule, cached: dict, args) -> dict:
-    """Test accuracy, KL to the teacher on test and val, and the training loss, of the student as it is now."""
+    """Accuracy and KL to the teacher on test, test-heldout and val, and the training loss, of the student as it
+    is now."""
     device = loading.resolve_device(args.device)
     student.to(device).eval()  # outside inference mode, so the parameters stay trainable
     fn = lambda ids: student(ids.to(device), last_only=True).float().cpu()  # noqa: E731
     with torch.inference_mode():
-        split = {name: fn(dm.split(name).input_ids) for name in ("patching", "val", "test")}
+        split = {name: fn(dm.split(name).input_ids) for name in ("patching", "val", "test", "test-heldout")}
     return {"test_accuracy": accuracy(task, tokenizer, fn, dm.test),
+            "heldout_accuracy": accuracy(task, tokenizer, fn, dm.heldout),
+            "heldout_kl_to_teacher": kl_last(cached["test-heldout"], split["test-heldout"]),
             "val_accuracy": accuracy(task, tokenizer, fn, dm.val),
             "test_kl_to_teacher": kl_last(cached["test"], split["test"]),
             "val_kl_to_teacher": kl_last(cached["val"], split["val"]),
@@ -307,6 +310,7 @@ def distill(args: DistillArgs) -> Path:
     student, shape = make_student(args, run, teacher)
     cached = teacher_logits(teacher, dm)  # once; the teacher is not needed after this
     teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, hf_last_logits(teacher), dm.test),
+                    "heldout_accuracy": accuracy(task, tokenizer, hf_last_logits(teacher), dm.heldout),
                     **count_params_of(teacher_config(teacher))}
     del teacher
     free(loading.resolve_device(args.device))
@@ -328,7 +332,7 @@ def distill(args: DistillArgs) -> Path:
                "match": match_info(run, student_info),
                "train": {"epochs_run": epochs, "epochs": args.epochs, "resumed_from_epoch": start, "wall_s": wall,
                          "optimizer": "Adam", "lr": args.lr, "batch": "full", "temperature": args.temperature,
-                         "ce_weight": args.ce_weight, "n": {k: len(dm.split(k)) for k in ("patching", "val", "test")}}}
+                         "ce_weight": args.ce_weight, "n": {k: len(dm.split(k)) for k in SPLITS}}}
     finish(out, args, module.student, metrics)
     return out
 

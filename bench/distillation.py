@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from models.ablation import Means
+from models.ablation import no_means
 from models.generate import greedy
 from models.pruned import EMBEDDINGS, PrunedConfig, PrunedModel, count_params_of
 from models.surgery import copy_ends, pruned_config
 from models.types import BenchError
 from tasks.base import Task
-from tasks.data import Split, TaskAccuracy, TaskDataModule
+from tasks.data import SPLITS, Split, TaskAccuracy, TaskDataModule
 
 
 def l_distill(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | None = None,
@@ -71,7 +71,7 @@ class DistillData(TaskDataModule):
 
     @classmethod
     def wrap(cls, dm: TaskDataModule, task_name: str, teacher: dict[str, torch.Tensor]) -> "DistillData":
-        out = cls.from_splits(task_name, dm.tokenizer, {name: dm.split(name) for name in ("patching", "val", "test")})
+        out = cls.from_splits(task_name, dm.tokenizer, {name: dm.split(name) for name in SPLITS})
         out.teacher = teacher
         return out
 
@@ -82,10 +82,11 @@ class DistillData(TaskDataModule):
 
 @torch.inference_mode()
 def teacher_logits(teacher: nn.Module, dm: TaskDataModule, batch: int = 64) -> dict[str, torch.Tensor]:
-    """The teacher's last-position logits for every split, once: split name -> (N, V) float32 on the CPU."""
+    """The teacher's last-position logits for every split (test-heldout too), once: split name -> (N, V) float32
+    on the CPU."""
     device = next(teacher.parameters()).device
     out = {}
-    for name in ("patching", "val", "test"):
+    for name in SPLITS:
         ids = dm.split(name).input_ids  # (N, T)
         parts = [teacher(ids[i:i + batch].to(device), logits_to_keep=1).logits[:, -1]
                  for i in range(0, len(ids), batch)]
@@ -97,9 +98,7 @@ def teacher_logits(teacher: nn.Module, dm: TaskDataModule, batch: int = 64) -> d
 
 def teacher_config(teacher: nn.Module) -> PrunedConfig:
     """The teacher as an unpruned PrunedConfig (scheme "zero": no constants), covering its whole context."""
-    c = teacher.config
-    n_pos = getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 2048
-    return pruned_config(teacher, (), Means(torch.zeros(0, n_pos, 0, 0), torch.zeros(0, n_pos, 0), "zero"))
+    return pruned_config(teacher, (), no_means())
 
 
 def student_config(base: PrunedConfig, group: int, layers: int, heads: int, d_mlp: int, meta: dict | None = None):

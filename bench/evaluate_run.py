@@ -16,7 +16,8 @@ from tasks.data import Split
 
 @dataclass
 class EvaluateArgs:
-    """Reload the standalone model of a run (extracted circuit or distilled student); report its test accuracy.
+    """Reload the standalone model of a run (extracted circuit or distilled student); report its accuracy on the
+    run's test split and on its held-out-template split.
 
     Args:
         run: a run directory written by `bench extract` or `bench distill`.
@@ -51,12 +52,15 @@ def evaluate(args: EvaluateArgs) -> dict:
     model, manifest = load_pruned(where, device=device, dtype=loading.resolve_dtype(args.dtype))
     task_name, model_name = _task_and_model(manifest, where)
     task, tokenizer = get_task(task_name), loading.load_tokenizer(model_name)
-    test = Split.from_jsonl("test", run / "splits" / "test.jsonl")
     fn = lambda ids: model(ids.to(device), last_only=True)  # noqa: E731
-    return {"task": task_name, "model": model_name, "n_test": len(test),
-            "test_accuracy": accuracy(task, tokenizer, fn, test)}
+    out = {"task": task_name, "model": model_name}
+    for prefix, name in (("test", "test"), ("heldout", "test-heldout")):
+        split = Split.from_jsonl(name, run / "splits" / f"{name}.jsonl")
+        out[f"n_{prefix}"], out[f"{prefix}_accuracy"] = len(split), accuracy(task, tokenizer, fn, split)
+    return out
 
 
 def print_evaluate(result: dict, console: Console) -> None:
-    console.print(f"{result['task']} on {result['model']}: standalone model test accuracy "
-                  f"{result['test_accuracy']:.1%} on {result['n_test']} prompts")
+    console.print(f"{result['task']} on {result['model']}: standalone model accuracy "
+                  f"{result['test_accuracy']:.1%} on {result['n_test']} test prompts (training templates), "
+                  f"{result['heldout_accuracy']:.1%} on {result['n_heldout']} held-out-template prompts")

@@ -42,7 +42,8 @@ class SearchOptions:
     Args:
         task: the task: acronyms, greater-than or ioi.
         model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
-        ablation: mean (per-position mean over the patching set) or zero.
+        ablation: mean-pooled (one mean over every patching prompt and position: the pruned model takes any
+            prompt length), mean (the paper's per-position mean: only the prompts' own length) or zero.
         include_mlps: also try to remove each layer's MLP.
         n_patching: prompts whose activations give the means.
         n_val: prompts that drive the KL of the search.
@@ -55,7 +56,7 @@ class SearchOptions:
 
     task: str
     model: str = loading.DEFAULT_MODEL
-    ablation: str = "mean"
+    ablation: str = "mean-pooled"
     include_mlps: bool = True
     n_patching: int = 40
     n_val: int = 40
@@ -109,10 +110,10 @@ def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str) -> M
     """Means over the patching set. Tasks answered in several tokens need the later positions too:
     the prompts are extended with the full model's own greedy tokens."""
     ids = dm.patching.input_ids.to(next(model.parameters()).device)
-    n_extra = task.n_new(tokenizer) - 1
+    prompt_len, n_extra = ids.shape[1], task.n_new(tokenizer) - 1
     if n_extra > 0:
         ids = torch.cat([ids, greedy(hf_last_logits(model), ids, n_extra)], dim=1)
-    return collect_means(model, ids, scheme)
+    return collect_means(model, ids, scheme, min_len=prompt_len)
 
 
 def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means, run: Path) -> tuple[Search, float]:
@@ -131,14 +132,17 @@ def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means, r
 
 
 def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:
+    """Accuracy of the full and the pruned model, and the pruned model's KL to the full one, on the test split
+    (training templates) and on test-heldout (held-out templates)."""
     device = next(model.parameters()).device
     full_fn = hf_last_logits(model)
     pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
-    return {
-        "full": {"test_accuracy": accuracy(task, tokenizer, full_fn, dm.test), **full_params},
-        "pruned": {"test_accuracy": accuracy(task, tokenizer, pruned_fn, dm.test),
-                   "test_kl_to_full": kl_to(full_fn, pruned_fn, dm.test), **count_params(pruned)},
-    }
+    full, cut = dict(full_params), dict(count_params(pruned))
+    for prefix, split in (("test", dm.test), ("heldout", dm.heldout)):
+        full[f"{prefix}_accuracy"] = accuracy(task, tokenizer, full_fn, split)
+        cut[f"{prefix}_accuracy"] = accuracy(task, tokenizer, pruned_fn, split)
+        cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split)
+    return {"full": full, "pruned": cut}
 
 
 @dataclass(frozen=True)
@@ -190,15 +194,20 @@ def extract(args: ExtractArgs) -> Path:
 def write_run(run: Path, args: ExtractArgs, circuit: Circuit, pruned, metrics: dict, dm, search: Search) -> None:
     (run / "circuit.json").write_text(circuit.to_json())
     write_json(run / "metrics.json", metrics)
-    write_json(run / "config.json", {"command": "extract", "args": asdict(args), "versions": versions()})
-    (run / "splits").mkdir()
-    for name, split in (("patching", dm.patching), ("val", dm.val), ("test", dm.test)):
-        split.to_jsonl(run / "splits" / f"{name}.jsonl")
+    write_json(run / "config.json", {"command": "extract", "args": asdict(args), "versions": versions(),
+                                     "templates": templates(dm)})
+    dm.save(run / "splits")
     with open(run / "steps.jsonl", "w") as f:
         for st in search.steps:
             f.write(json.dumps({"index": st.index, "component": str(st.component), "kl": st.kl,
                                 "delta": st.delta, "removed": st.removed}) + "\n")
     save_pruned(pruned, run / "pruned", circuit=circuit.to_dict())
+
+
+def templates(dm: TaskDataModule) -> dict:
+    """The names of the templates behind the splits: training (patching, val, test) and held-out."""
+    return {kind: dm.task.template_names(dm.tokenizer, heldout) for kind, heldout in (("training", False),
+                                                                                       ("heldout", True))}
 
 
 def versions() -> dict:
@@ -214,11 +223,13 @@ def print_extract(out, console: Console) -> None:
     c = json.loads((out / "circuit.json").read_text())
     full, pruned = m["full"], m["pruned"]
     t = Table(title=f"{c['task']} on {c['model']}  (alpha={c['alpha']}, {c['ablation']} ablation)")
-    for col in ("", "non-emb. params", "test accuracy", "KL to full"):
+    for col in ("", "non-emb. params", "test acc.", "held-out acc.", "test KL", "held-out KL"):
         t.add_column(col, justify="right")
-    t.add_row("full", f"{full['non_embedding']:,}", f"{full['test_accuracy']:.1%}", "0")
+    t.add_row("full", f"{full['non_embedding']:,}", f"{full['test_accuracy']:.1%}", f"{full['heldout_accuracy']:.1%}",
+              "0", "0")
     cut = 1 - pruned["non_embedding"] / full["non_embedding"]
     t.add_row("circuit", f"{pruned['non_embedding']:,} (-{cut:.1%})", f"{pruned['test_accuracy']:.1%}",
-              f"{pruned['test_kl_to_full']:.4f}")
+              f"{pruned['heldout_accuracy']:.1%}", f"{pruned['test_kl_to_full']:.4f}",
+              f"{pruned['heldout_kl_to_full']:.4f}")
     console.print(t)
     console.print(f"kept {len(c['heads'])} heads, {len(c['mlps'])} MLPs; search {m['search']['wall_s']:.0f} s; run: {out}")

@@ -41,6 +41,9 @@ class Measurement:
     reported: dict = field(default_factory=dict)  # what the run's own metrics.json says
     full_latency_ms: float = math.nan  # the full model's median latencies on the same split
     full_latency_b1_ms: float = math.nan
+    heldout_accuracy: float = math.nan  # on the run's test-heldout split (held-out templates)
+    heldout_kl_to_full: float = math.nan
+    full_heldout_accuracy: float = math.nan
 
     @property
     def params_delta_pct(self) -> float:
@@ -57,6 +60,10 @@ class Measurement:
     @property
     def accuracy_delta_pts(self) -> float:
         return 100 * (self.accuracy - self.full_accuracy)
+
+    @property
+    def heldout_accuracy_delta_pts(self) -> float:
+        return 100 * (self.heldout_accuracy - self.full_heldout_accuracy)
 
     @property
     def build_s(self) -> float | None:
@@ -107,6 +114,9 @@ METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "accuracy": lambda m: m.accuracy,
     "accuracy_delta_pts": lambda m: m.accuracy_delta_pts,
     "kl_to_full": lambda m: m.kl_to_full,
+    "heldout_accuracy": lambda m: m.heldout_accuracy,
+    "heldout_accuracy_delta_pts": lambda m: m.heldout_accuracy_delta_pts,
+    "heldout_kl_to_full": lambda m: m.heldout_kl_to_full,
     "latency_median_ms": lambda m: m.latency.median_ms,
     "latency_p95_ms": lambda m: m.latency.p95_ms,
     "latency_b1_median_ms": lambda m: m.latency_b1.median_ms,
@@ -166,24 +176,25 @@ def batches(task: TaskResult) -> str:
     return "/".join(str(b) for b in sorted({m.latency.batch for m in task.measurements}))
 
 
-HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "KL to full", "latency b={b} ms median (p95)",
-          "latency b=1 ms median (p95)", "build cost s")
+HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "KL to full",
+          "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)", "build cost s")
 
 
 def cells(row: Row) -> list[str]:
     """The table cells of one row (markdown and the terminal table share them)."""
     params = pm(row["non_embedding"], ",.0f") + (f" ({pm(row['params_delta_pct'], '+.1f', suffix='%')})"
                                                   if row.reduced else "")
-    acc = pm(row["accuracy"], ".1f", 100, "%") + (f" ({pm(row['accuracy_delta_pts'], '+.1f')})"
-                                                  if row.method != FULL else "")
-    kl = row["kl_to_full"]
-    kl_text = small(kl.mean) + (f" ± {small(kl.std)}" if kl.std is not None else "")
+    acc, held = (pm(row[k], ".1f", 100, "%") + (f" ({pm(row[k + '_delta_pts'], '+.1f')})" if row.method != FULL else "")
+                 for k in ("accuracy", "heldout_accuracy"))
+    kl_text, held_kl = (small(s.mean) + (f" ± {small(s.std)}" if s.std is not None else "")
+                        for s in (row["kl_to_full"], row["heldout_kl_to_full"]))
     lat = [f"{pm(row[k + '_median_ms'], '.2f')} ({pm(row[k + '_p95_ms'], '.2f')})"
            + (f", {pm(row[k + '_delta_pct'], '+.1f', suffix='%')}" if row.reduced else "") for k in ("latency", "latency_b1")]
-    return [row.label, str(row.n), params, acc, kl_text, *lat, pm(row["build_s"], ".3g")]
+    return [row.label, str(row.n), params, acc, held, kl_text, held_kl, *lat, pm(row["build_s"], ".3g")]
 
 
-SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "KL", "b={b} ms (p95)", "b=1 ms (p95)", "build s")
+SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "held-out (Δ pts)", "KL", "held-out KL", "b={b} ms (p95)",
+         "b=1 ms (p95)", "build s")
 
 
 def header(task: TaskResult, short: bool = False) -> list[str]:
@@ -208,11 +219,14 @@ def summary(task: TaskResult, table: list[Row]) -> str:
     out = [f"The smallest model is {smallest.label} with {smallest['non_embedding'].mean:,.0f} non-embedding "
            f"parameters, {_cut(smallest, 'non_embedding', full):.1f}% fewer than the full model's {fp:,.0f}; it scores "
            f"{smallest['accuracy'].mean:.1%} against {fa:.1%} ({smallest['accuracy_delta_pts'].mean:+.1f} pts) at a "
-           f"KL of {small(smallest['kl_to_full'].mean)} to the full model."]
+           f"KL of {small(smallest['kl_to_full'].mean)} to the full model. On the held-out templates it scores "
+           f"{smallest['heldout_accuracy'].mean:.1%} against {full['heldout_accuracy'].mean:.1%} "
+           f"({smallest['heldout_accuracy_delta_pts'].mean:+.1f} pts)."]
     if best is not smallest:
         out.append(f"The most accurate reduced model is {best.label} at {best['accuracy'].mean:.1%} "
-                   f"({best['accuracy_delta_pts'].mean:+.1f} pts) with {_cut(best, 'non_embedding', full):.1f}% fewer "
-                   "parameters.")
+                   f"({best['accuracy_delta_pts'].mean:+.1f} pts; held-out templates "
+                   f"{best['heldout_accuracy_delta_pts'].mean:+.1f} pts) with {_cut(best, 'non_embedding', full):.1f}% "
+                   "fewer parameters.")
     closest = min(reduced, key=lambda r: r["kl_to_full"].mean)
     if len(reduced) > 1:
         out.append(f"The lowest KL to the full model is {closest.label}'s ({small(closest['kl_to_full'].mean)}).")
@@ -233,7 +247,8 @@ def _versus(reduced: list[Row]) -> str:
                f"{abs(gap):.1f} pts {'more' if gap > 0 else 'less'} accurate than")
         cb, sb = circuit["build_s"], student["build_s"]
         out.append(f"Against distillation, {circuit.label} is {how} {student.label} ({circuit['accuracy'].mean:.1%} vs "
-                   f"{student['accuracy'].mean:.1%}, KL {small(circuit['kl_to_full'].mean)} vs "
+                   f"{student['accuracy'].mean:.1%}; held-out templates {circuit['heldout_accuracy'].mean:.1%} vs "
+                   f"{student['heldout_accuracy'].mean:.1%}; KL {small(circuit['kl_to_full'].mean)} vs "
                    f"{small(student['kl_to_full'].mean)}) at {circuit['non_embedding'].mean:,.0f} vs "
                    f"{student['non_embedding'].mean:,.0f} parameters"
                    + (f", and took {cb.mean:.3g} s to build against {sb.mean:.3g} s." if cb and sb else "."))
@@ -293,13 +308,15 @@ def plot_accuracy(task: TaskResult, table: list[Row], path: Path) -> None:
         ax.scatter(xs, ys, marker=MARKERS[r.method], alpha=0.5 if r.n > 1 else 1.0, label=r.label,
                    s=260 if ring else 70, facecolors="none" if ring else color, edgecolors=color,
                    zorder=1 if ring else 2)
+        ax.scatter(xs, [100 * m.heldout_accuracy for m in r.runs], marker=MARKERS[r.method], s=40,
+                   facecolors="none", edgecolors=color, linewidths=1, zorder=2)
         if r.n > 1:
             p, a = r["non_embedding"], r["accuracy"]
             ax.errorbar(p.mean, 100 * a.mean, xerr=p.std, yerr=100 * a.std, color=color, capsize=3,
                         marker=MARKERS[r.method], markersize=9)
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters (log)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%): filled test, hollow held-out templates")
     ax.set_title(f"{task.task}: accuracy vs size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -338,7 +355,8 @@ def markdown(result: CompareResult, plots: dict[str, list[str]]) -> str:
              f"Latency: median (p95) of {e['latency_runs']} timed forwards after {e['warmup']} warm-up, under "
              f"inference_mode, {e['timer']}; every model returns last-position logits through the same PrunedModel "
              "code path (the full model is the PrunedModel with nothing removed). Accuracy and KL (to that full "
-             "model, next-token distribution at the last position) are on the held-out test split of the runs.", ""]
+             "model, next-token distribution at the last position) are on the runs' test split (prompts of the training "
+             "templates that the search never saw) and on their held-out split (templates the search never saw).", ""]
     for task in result.tasks:
         lines += task_section(task, plots.get(task.task, []))
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, prepare, search_circuit,
-                           versions)
+                           templates, versions)
 from bench.rundir import check_out, publishing, write_json
 from models import published
 from models.pruned import count_params_of
@@ -25,7 +25,7 @@ from models.surgery import prune, pruned_config
 from models.types import BenchError, Circuit
 
 COLUMNS = ("alpha", "kept_heads", "kept_mlps", "non_embedding_params", "pct_of_full", "test_accuracy",
-           "test_kl_to_full", "search_wall_s", "forwards")
+           "heldout_accuracy", "test_kl_to_full", "heldout_kl_to_full", "search_wall_s", "forwards")
 ROC_COLUMNS = ("tpr", "fpr")
 PLOTS = ("size_vs_alpha.png", "accuracy_vs_size.png")
 
@@ -109,7 +109,8 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
     row = {"alpha": alpha, "kept_heads": len(circuit.heads), "kept_mlps": len(circuit.mlps),
            "non_embedding_params": p["non_embedding"],
            "pct_of_full": 100 * p["non_embedding"] / full_params["non_embedding"],
-           "test_accuracy": p["test_accuracy"], "test_kl_to_full": p["test_kl_to_full"],
+           "test_accuracy": p["test_accuracy"], "heldout_accuracy": p["heldout_accuracy"],
+           "test_kl_to_full": p["test_kl_to_full"], "heldout_kl_to_full": p["heldout_kl_to_full"],
            "search_wall_s": wall, "forwards": search.scorer.forwards}
     if ctx.truth is not None:
         row["tpr"], row["fpr"] = tpr_fpr(circuit.heads, ctx.truth.heads, s.n_layers, s.n_heads)
@@ -129,7 +130,8 @@ def sweep(args: SweepArgs) -> Path:
             row, full = run_alpha(args, ctx, alpha, run, full_params)
             rows.append(row)
             log.print(f"alpha={alpha:g}: kept {row['kept_heads']} heads, {row['kept_mlps']} MLPs, "
-                      f"{row['pct_of_full']:.1f}% of the parameters, test accuracy {row['test_accuracy']:.1%}")
+                      f"{row['pct_of_full']:.1f}% of the parameters, test accuracy {row['test_accuracy']:.1%}, "
+                      f"held-out templates {row['heldout_accuracy']:.1%}")
         result = summarise(args, ctx, rows, full)
         write_results(run, args, result)
         plot_all(run, result)
@@ -141,8 +143,9 @@ def summarise(args: SweepArgs, ctx: Loaded, rows: list[dict], full: dict) -> dic
               "include_mlps": args.include_mlps, "seed": args.seed, "device": str(next(ctx.model.parameters()).device),
               "n_layers": ctx.shape.n_layers, "n_heads": ctx.shape.n_heads,
               "full": {"non_embedding_params": full["non_embedding"], "test_accuracy": full["test_accuracy"],
+                       "heldout_accuracy": full["heldout_accuracy"],
                        "kept_heads": ctx.shape.n_layers * ctx.shape.n_heads, "kept_mlps": ctx.shape.n_layers},
-              "rows": rows, "published": None, "roc": None}
+              "rows": rows, "published": None, "roc": None, "templates": templates(ctx.dm)}
     if ctx.truth is not None:
         points = [[r["fpr"], r["tpr"]] for r in rows]
         result["published"] = ctx.truth.to_dict()
@@ -159,7 +162,8 @@ def write_results(run: Path, args: SweepArgs, result: dict) -> None:
         writer.writerows(result["rows"])
     result["plots"] = list(PLOTS) + (["roc.png"] if result["roc"] else [])
     write_json(run / "sweep.json", result)
-    write_json(run / "config.json", {"command": "sweep", "args": asdict(args), "versions": versions()})
+    write_json(run / "config.json", {"command": "sweep", "args": asdict(args), "versions": versions(),
+                                     "templates": result["templates"]})
 
 
 # ---- plots (matplotlib's object API: no pyplot, no global backend state) -----------------------------------
@@ -195,21 +199,26 @@ def plot_size_vs_alpha(result: dict, path: Path) -> None:
 
 
 def plot_accuracy_vs_size(result: dict, path: Path) -> None:
-    """Figure 2: test accuracy against size, each circuit labelled by its alpha, the full model for reference."""
+    """Figure 2: accuracy against size on the training templates' test split and on the held-out templates,
+    each circuit labelled by its alpha, the full model for reference."""
     rows, full = result["rows"], result["full"]
     fig, ax = _figure()
     xs, ys = [r["non_embedding_params"] for r in rows], [r["test_accuracy"] for r in rows]
-    ax.plot(xs, ys, marker="o", label="circuits")
+    ax.plot(xs, ys, marker="o", label="circuits, test (training templates)")
+    ax.plot(xs, [r["heldout_accuracy"] for r in rows], marker="s", linestyle="--", color="C1",
+            label="circuits, held-out templates")
     for r in rows:
         ax.annotate(f"α={r['alpha']:g}", (r["non_embedding_params"], r["test_accuracy"]), fontsize=7,
                     textcoords="offset points", xytext=(4, 4))
     ax.scatter([full["non_embedding_params"]], [full["test_accuracy"]], marker="*", s=160, color="C3",
-               label="full model", zorder=3)
+               label="full model, test", zorder=3)
+    ax.scatter([full["non_embedding_params"]], [full["heldout_accuracy"]], marker="P", s=90, color="C2",
+               label="full model, held-out", zorder=3)
     n = full["non_embedding_params"]
     ax.secondary_xaxis("top", functions=(lambda p: 100 * p / n, lambda q: q * n / 100)).set_xlabel(
         "% of the full model")
     ax.set_ylim(-0.03, 1.03)
-    ax.set(xlabel="non-embedding parameters", ylabel="test accuracy", title=_title(result))
+    ax.set(xlabel="non-embedding parameters", ylabel="accuracy", title=_title(result))
     ax.legend(loc="best")
     fig.savefig(path, dpi=120)
 
@@ -242,17 +251,19 @@ def print_sweep(result_dir: Path, console: Console) -> None:
     r = json.loads((Path(result_dir) / "sweep.json").read_text())
     roc = r["roc"]
     t = Table(title=f"sweep: {r['task']} on {r['model']} ({r['ablation']} ablation)")
-    cols = ["alpha", "heads", "MLPs", "non-emb. params", "test accuracy", "KL to full", "search s"]
+    cols = ["alpha", "heads", "MLPs", "non-emb. params", "test acc.", "held-out acc.", "test KL", "held-out KL",
+            "search s"]
     for col in cols + (["TPR", "FPR"] if roc else []):
         t.add_column(col, justify="right")
     full = r["full"]
     t.add_row("full", str(full["kept_heads"]), str(full["kept_mlps"]), f"{full['non_embedding_params']:,} (100%)",
-              f"{full['test_accuracy']:.1%}", "0", "", *(["", ""] if roc else []))
+              f"{full['test_accuracy']:.1%}", f"{full['heldout_accuracy']:.1%}", "0", "0", "", *(["", ""] if roc else []))
     for row in r["rows"]:
         extra = [f"{row['tpr']:.2f}", f"{row['fpr']:.2f}"] if roc else []
         t.add_row(f"{row['alpha']:g}", str(row["kept_heads"]), str(row["kept_mlps"]),
                   f"{row['non_embedding_params']:,} ({row['pct_of_full']:.1f}%)", f"{row['test_accuracy']:.1%}",
-                  f"{row['test_kl_to_full']:.4f}", f"{row['search_wall_s']:.1f}", *extra)
+                  f"{row['heldout_accuracy']:.1%}", f"{row['test_kl_to_full']:.4f}", f"{row['heldout_kl_to_full']:.4f}",
+                  f"{row['search_wall_s']:.1f}", *extra)
     console.print(t)
     if roc:
         console.print(f"ROC AUC {roc['auc']:.3f} against the {r['published']['n_heads']} heads of "

@@ -1,18 +1,44 @@
-"""Three-letter acronyms (García-Carrasco et al. 2024): "The Chief Executive Officer (CE" -> "O".
+"""Three-letter acronyms (García-Carrasco et al. 2024), written with dots so that every letter is its own token
+in any tokenizer: three worked examples, then "The Chief Executive Officer (C.E." -> "O".
 
-Each acronym letter must be its own token, but BPE tokenizers such as SmolLM2's merge capital letters
-("CE" is one token). So `input_ids` are built directly, not by encoding the prompt text:
-encode("The Chief Executive Officer (") + [id("C"), id("E")], and the target is id("O"), where id(X) is the
-single-token id of the bare capital letter X. The prompt text ("... (CE") is only for humans."""
+The original task feeds "(CE" as two single-letter ids, which SmolLM2 never sees in text (its tokenizer merges
+capitals), and the model got 45-56% of it right. Dotted acronyms tokenize naturally ("(", "C", ".", "E", ".")
+and the 135M model gets them right. A template is one set of three worked examples (the few-shot prefix); the
+query line is always "The W1 W2 W3 (L1.L2.".
+
+The metric: the first greedy token, leading spaces stripped, must start with the right capital and have no
+letter after it ("O", "O." and " O" count; "OS" does not: that would be another acronym). The target stored
+with each example is the id of the bare capital, so a cross-entropy on it is well defined."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from tasks.base import (Example, Task, Tokenizer, distinct, draw, encode, first_single, first_token_is_target,
-                        fit_pool, one_token, same_length, token_id, unrank, unsupported)
+import torch
+
+from tasks.base import (Example, Space, Task, Template, Tokenizer, distinct, encode, first_single, one_token,
+                        token_id, unrank, unsupported)
 
 NAME = "acronyms"
-TEMPLATE = "The {w1} {w2} {w3} ("
+QUERY = "The {w1} {w2} {w3} ({l1}.{l2}."
+SHOTS = {  # name -> three worked examples; the words need not be in the pool
+    "ceo-un-bbc": ("Chief Executive Officer", "United Nations Organization", "British Broadcasting Corporation"),
+    "raf-nsa-wto": ("Royal Air Force", "National Security Agency", "World Trade Organization"),
+    "ama-iss-wfp": ("American Medical Association", "International Space Station", "World Food Programme"),
+    "cia-esa-faa": ("Central Intelligence Agency", "European Space Agency", "Federal Aviation Administration"),
+    "ftc-ecb-nhs": ("Federal Trade Commission", "European Central Bank", "National Health Service"),
+    "who-nfl-imf": ("World Health Organization", "National Football League", "International Monetary Fund"),
+}
+HELDOUT = ("ftc-ecb-nhs", "who-nfl-imf")
+
+
+def _line(name: str) -> str:
+    words = name.split()
+    return f"The {name} ({'.'.join(w[0] for w in words)}.)\n"
+
+
+TEMPLATES = tuple(Template(name, "".join(_line(x) for x in shots) + QUERY, name in HELDOUT)
+                  for name, shots in SHOTS.items())
 
 WORDS = (
     "Academy", "Agency", "Alliance", "Analysis", "Application", "Army", "Art", "Association", "Authority",
@@ -39,7 +65,6 @@ WORDS = (
 @dataclass(frozen=True)
 class Pools:
     words: tuple[str, ...]
-    letters: dict  # capital letter -> its single-token id
 
     @property
     def total(self) -> int:
@@ -47,45 +72,49 @@ class Pools:
         return k * (k - 1) * (k - 2)
 
 
-def letter_ids(tok: Tokenizer) -> dict[str, int]:
-    """Bare capital letters that are single tokens, with their ids."""
-    ids = {c: token_id(tok, c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
-    return {c: i for c, i in ids.items() if i is not None}
+def fill(template: str, words: list[str]) -> str:
+    return template.format(w1=words[0], w2=words[1], w3=words[2], l1=words[0][0], l2=words[1][0])
 
 
-def pools(tok: Tokenizer) -> Pools:
-    """The capitalised words that are one token (after a space), keep the template one length, and whose
-    first letter is a single token on its own."""
-    letters = letter_ids(tok)
-    ref_word = first_single(tok, WORDS)
-    if ref_word is None:
+def pools(tok: Tokenizer, template: str) -> Pools:
+    """The capitalised words that are one token after a space and keep the template's length in every slot."""
+    ref = first_single(tok, WORDS)
+    if ref is None:
         raise unsupported(tok, NAME, "no capitalised word in the pool is a single token")
-    ref = {"w1": ref_word, "w2": ref_word, "w3": ref_word}
-    words = tuple(w for w in fit_pool(tok, TEMPLATE, ref, "w1", WORDS) if w[0] in letters)
+    length = len(encode(tok, fill(template, [ref] * 3)))
+    words = tuple(w for w in dict.fromkeys(WORDS) if token_id(tok, " " + w) is not None and token_id(tok, w[0])
+                  and all(len(encode(tok, fill(template, [w if j == i else ref for j in range(3)]))) == length
+                          for i in range(3)))
     if len(words) < 3:
-        raise unsupported(tok, NAME, f"only {len(words)} capitalised words are single tokens with a "
-                                     "single-token capital letter (need >= 3)")
-    return Pools(words, letters)
+        raise unsupported(tok, NAME, f"only {len(words)} capitalised words are single tokens that keep the "
+                                     "prompt one length (need >= 3)")
+    return Pools(words)
 
 
-def examples(tok: Tokenizer, n: int, seed: int) -> list[Example]:
-    p = pools(tok)
+def space(tok: Tokenizer, template: Template) -> Space:
+    p = pools(tok, template.text)
     k = len(p.words)
-    out = []
-    for i in draw(seed, n, p.total, NAME):
+
+    def render(i: int) -> Example:
         words = [p.words[j] for j in distinct(unrank(i, (k, k - 1, k - 2)), k)]
-        first, second, third = (w[0] for w in words)
-        head = encode(tok, TEMPLATE.format(w1=words[0], w2=words[1], w3=words[2]))
-        ids = head + [p.letters[first], p.letters[second]]
-        prompt = "The " + " ".join(words) + " (" + first + second
-        out.append(Example(prompt, third, tuple(ids), p.letters[third]))
-    return same_length(tok, NAME, out)
+        prompt = fill(template.text, words)
+        return Example(prompt, words[2][0], tuple(encode(tok, prompt)), token_id(tok, words[2][0]))
+
+    return Space(template, p.total, len(render(0).input_ids), render)
+
+
+def correct(tok: Tokenizer, targets: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    """The first greedy token starts with the target capital (after spaces) and has no letter after it."""
+    ok = [re.match(r"\s*" + re.escape(tok.decode([t])) + r"(?![A-Za-z])", tok.decode([g])) is not None
+          for t, g in zip(targets.tolist(), generated[:, 0].tolist())]
+    return torch.tensor(ok, dtype=torch.bool)
 
 
 TASK = Task(
     name=NAME,
-    description="3-letter acronyms: 'The Chief Executive Officer (CE' -> 'O' (letters fed as single-letter ids)",
-    examples=examples,
+    description="3-letter acronyms, dotted, after three worked examples: 'The Chief Executive Officer (C.E.' -> 'O'",
+    templates=TEMPLATES,
+    space=space,
     n_new=one_token,
-    correct=first_token_is_target,
+    correct=correct,
 )

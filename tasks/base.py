@@ -1,4 +1,10 @@
-"""What a task is: a frozen spec that makes same-length prompts for a tokenizer and judges greedy answers."""
+"""What a task is: a frozen spec with a registry of templates that makes same-length prompts for a tokenizer
+and judges greedy answers.
+
+A template is one phrasing of the task. Training templates feed the patching, validation and test splits;
+held-out templates feed only `test-heldout`, which the search never sees. Every prompt of a task has one token
+length (the per-position mean ablation needs it), so `Task.templates_for` keeps the templates whose prompts
+have the length most training templates share for this tokenizer."""
 from __future__ import annotations
 
 import random
@@ -26,16 +32,57 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Template:
+    """One phrasing of a task; `text` has the task's slots, e.g. {a}, {b}, {place}, {obj} for IOI."""
+
+    name: str
+    text: str
+    heldout: bool = False  # True: only in the test-heldout split, never seen by the search
+
+
+@dataclass(frozen=True)
+class Space:
+    """Every prompt one template can make for one tokenizer: `render(i)` for i in range(total), all of
+    `length` tokens."""
+
+    template: Template
+    total: int
+    length: int
+    render: Callable[[int], Example]
+
+
+@dataclass(frozen=True)
 class Task:
-    """A task. `examples` draws n distinct examples of one token length, seeded; it raises BenchError
-    when the tokenizer cannot support the task or the word pools cannot give n examples.
-    `n_new` says how many greedy tokens `correct` needs; `correct` judges them: (N,), (N, n_new) -> bool (N,)."""
+    """A task: its templates, how one template's prompts are made for a tokenizer (`space`, which raises
+    BenchError when the tokenizer cannot support it), and how greedy answers are judged. `n_new` says how
+    many greedy tokens `correct` needs; `correct` judges them: (N,), (N, n_new) -> bool (N,)."""
 
     name: str
     description: str
-    examples: Callable[[Tokenizer, int, int], list[Example]]  # (tokenizer, n, seed) -> examples
+    templates: tuple[Template, ...]
+    space: Callable[[Tokenizer, Template], Space]
     n_new: Callable[[Tokenizer], int]
     correct: Callable[[Tokenizer, torch.Tensor, torch.Tensor], torch.Tensor]  # (tok, targets, generated) -> bool
+    off_template: tuple[Template, ...] = ()  # phrasings in no template, of other lengths (bench.offtemplate)
+
+    def spaces(self, tok: Tokenizer, heldout: bool) -> list[Space]:
+        """The spaces of the training (or held-out) templates that have the task's one token length."""
+        every = [self.space(tok, t) for t in self.templates]
+        lengths = [s.length for s in every if not s.template.heldout]
+        length = max(lengths, key=lambda n: (lengths.count(n), -lengths.index(n)))  # ties: the first template's
+        chosen = [s for s in every if s.template.heldout == heldout and s.length == length]
+        if not chosen:
+            kind = "held-out" if heldout else "training"
+            raise unsupported(tok, self.name, f"no {kind} template has the {length}-token length most training "
+                                              "templates share; add one to the task's template registry")
+        return chosen
+
+    def examples(self, tok: Tokenizer, n: int, seed: int, heldout: bool = False) -> list[Example]:
+        """n distinct examples of the training (or held-out) templates, seeded, the templates taking turns."""
+        return draw_examples(self.spaces(tok, heldout), n, seed, self.name, "heldout" if heldout else "train")
+
+    def template_names(self, tok: Tokenizer, heldout: bool) -> list[str]:
+        return [s.template.name for s in self.spaces(tok, heldout)]
 
 
 # ---- helpers shared by the task files -------------------------------------------------------------
@@ -73,14 +120,28 @@ def first_single(tok: Tokenizer, words: tuple[str, ...]) -> str | None:
     return next((w for w in words if token_id(tok, " " + w) is not None), None)
 
 
-def draw(seed: int, n: int, total: int, task: str) -> list[int]:
-    """n distinct indices into a space of `total` combinations, deterministic for `seed`."""
+def draw_examples(spaces: list[Space], n: int, seed: int, task: str, stream: str = "train") -> list[Example]:
+    """n distinct examples, deterministic for `seed` (and `stream`, so that held-out prompts are drawn apart
+    from the training ones): example j comes from template j mod k, so every slice mixes the templates evenly."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise BenchError(f"need a whole number of examples >= 1, got {n!r}")
-    if n > total:
-        raise BenchError(f"task {task} can make at most {total} distinct prompts with this tokenizer, but {n} "
-                         "were asked for; lower --n-patching/--n-val/--n-test")
-    return random.Random(seed).sample(range(total), n)
+    k = len(spaces)
+    rng = random.Random(f"{task}/{stream}/{seed}")
+    picks = []
+    for i, s in enumerate(spaces):
+        need = len(range(i, n, k))
+        if need > s.total:
+            raise BenchError(f"task {task} can make only {s.total} distinct prompts from template "
+                             f"{s.template.name!r} with this tokenizer, but {n} prompts over {k} templates need "
+                             f"{need}; lower --n-patching/--n-val/--n-test")
+        picks.append(iter(rng.sample(range(s.total), need)))
+    out = [spaces[j % k].render(next(picks[j % k])) for j in range(n)]
+    for j, e in enumerate(out):
+        if len(e.input_ids) != spaces[j % k].length:
+            raise BenchError(f"task {task}: template {spaces[j % k].template.name!r} made a prompt of "
+                             f"{len(e.input_ids)} tokens, not {spaces[j % k].length}: {e.prompt!r}; its word pools "
+                             "do not fit this tokenizer")
+    return out
 
 
 def unrank(i: int, radices: tuple[int, ...]) -> tuple[int, ...]:
@@ -96,14 +157,6 @@ def distinct(digits: tuple[int, ...], k: int) -> tuple[int, ...]:
     """Digits of radices (k, k-1, ...) as that many distinct indices into range(k), in order."""
     rest = list(range(k))
     return tuple(rest.pop(d) for d in digits)
-
-
-def same_length(tok: Tokenizer, task: str, examples: list[Example]) -> list[Example]:
-    """Check the one-token-length promise (the pools are filtered for it, so a failure is a tokenizer quirk)."""
-    lengths = {len(e.input_ids) for e in examples}
-    if len(lengths) > 1:
-        raise unsupported(tok, task, f"its prompts tokenize to different lengths {sorted(lengths)}")
-    return examples
 
 
 def one_token(tok: Tokenizer) -> int:

@@ -1,4 +1,7 @@
-"""Seeded, disjoint patching/val/test splits of a task, as a Lightning data module and a torchmetrics accuracy."""
+"""Seeded, disjoint splits of a task, as a Lightning data module and a torchmetrics accuracy.
+
+patching, val and test come from the task's training templates; test-heldout comes from its held-out
+templates only, so the search never sees a held-out phrasing."""
 from __future__ import annotations
 
 import json
@@ -14,7 +17,9 @@ from models.types import BenchError
 from tasks import get_task
 from tasks.base import Example, Task, Tokenizer
 
-SPLITS = ("patching", "val", "test")
+SPLITS = ("patching", "val", "test", "test-heldout")
+SEARCH_SPLITS = ("patching", "val", "test")  # drawn together from the training templates
+TEST_SPLITS = ("test", "test-heldout")
 DEFAULT_N = {"patching": 100, "val": 100, "test": 200}
 FIELDS = ("prompt", "answer", "input_ids", "target")
 
@@ -81,8 +86,9 @@ def _int(x) -> int:
 
 def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test: int,
                 seed: int) -> dict[str, Split]:
-    """One seeded draw of n_patching + n_val + n_test distinct examples, sliced into disjoint splits."""
-    sizes = dict(zip(SPLITS, (n_patching, n_val, n_test)))
+    """One seeded draw of n_patching + n_val + n_test distinct examples of the training templates, sliced into
+    disjoint splits, and n_test examples of the held-out templates (test-heldout)."""
+    sizes = dict(zip(SEARCH_SPLITS, (n_patching, n_val, n_test)))
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise BenchError(f"--n-{name} must be a whole number >= 1, got {n!r}")
@@ -91,6 +97,7 @@ def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test:
     for name, n in sizes.items():
         splits[name] = Split(name, tuple(examples[start:start + n]))
         start += n
+    splits["test-heldout"] = Split("test-heldout", tuple(task.examples(tok, n_test, seed, heldout=True)))
     return splits
 
 
@@ -123,8 +130,9 @@ class TaskDataModule(L.LightningDataModule):
         """Rebuild the module from saved splits (see `save` / `load_splits`) instead of drawing new ones."""
         missing = [s for s in SPLITS if s not in splits]
         if missing:
-            raise BenchError(f"missing split(s) {', '.join(missing)}; re-create the splits with `bench extract`")
-        module = cls(task, tokenizer, *(len(splits[s]) for s in SPLITS))
+            raise BenchError(f"missing split(s) {', '.join(missing)} (runs made before held-out templates have no "
+                             "test-heldout); re-create the splits with `bench extract`")
+        module = cls(task, tokenizer, *(len(splits[s]) for s in SEARCH_SPLITS))
         module.splits = {s: splits[s] for s in SPLITS}
         return module
 
@@ -139,6 +147,7 @@ class TaskDataModule(L.LightningDataModule):
     patching = property(lambda self: self.split("patching"))
     val = property(lambda self: self.split("val"))
     test = property(lambda self: self.split("test"))
+    heldout = property(lambda self: self.split("test-heldout"))
 
     def _loader(self, name: str) -> DataLoader:
         split = self.split(name)

@@ -2,7 +2,8 @@
 
 Years are XXYY with XX in 11..17 and YY in 02..98. How many tokens the answer takes depends on the tokenizer:
 one if it encodes "32" as one token (GPT-2), two if it splits digits (SmolLM2); `correct` decodes that many
-generated tokens, strips spaces, and accepts exactly two digits forming a number greater than YY."""
+generated tokens, strips spaces, and accepts exactly two digits forming a number greater than YY.
+The task is a distribution of phrasings of the event and of "from ... to ..."; two are held out."""
 from __future__ import annotations
 
 import re
@@ -10,10 +11,26 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.base import Example, Task, Tokenizer, draw, encode, first_single, fit_pool, same_length, unrank, unsupported
+from tasks.base import Example, Space, Task, Template, Tokenizer, encode, first_single, fit_pool, unrank, unsupported
 
 NAME = "greater-than"
-TEMPLATE = "The {noun} lasted from the year {xx}{yy} to {xx}"
+TEMPLATES = (
+    Template("lasted-from-the-year", "The {noun} lasted from the year {xx}{yy} to {xx}"),
+    Template("began-ended", "The {noun} began in {xx}{yy} and ended in {xx}"),
+    Template("started-lasted-until", "The {noun} started in {xx}{yy} and lasted until {xx}"),
+    Template("ran-from-the-year", "The {noun} ran from the year {xx}{yy} to {xx}"),
+    Template("went-from-the-year", "The {noun} went from the year {xx}{yy} to {xx}"),
+    Template("was-from-the-year", "The {noun} was from the year {xx}{yy} to {xx}", heldout=True),
+    Template("opened-closed", "The {noun} opened in {xx}{yy} and closed in {xx}", heldout=True),
+    Template("until-the-year", "The {noun} lasted from {xx}{yy} until the year {xx}", heldout=True),
+)
+# Phrasings of other token lengths, in none of the templates (see `bench.offtemplate`).
+OFF_TEMPLATE = (
+    Template("ran-from", "The {noun} ran from {xx}{yy} to {xx}"),
+    Template("took-place-between", "The {noun} took place between {xx}{yy} and {xx}"),
+    Template("began-in-the-year", "The {noun} began in the year {xx}{yy} and ended in {xx}"),
+    Template("started-ended-the-year", "The {noun} started in the year {xx}{yy} and ended in the year {xx}"),
+)
 CENTURIES = range(11, 18)
 YYS = range(2, 99)
 TWO_DIGITS = re.compile(r"[0-9]{2}")
@@ -53,7 +70,8 @@ def splits_cleanly(tok: Tokenizer, xx: int, yy: int, n: int) -> bool:
     return len(tail) == n and encode(tok, f" {xx}{yy:02d}") == encode(tok, f" {xx}") + tail
 
 
-def pools(tok: Tokenizer) -> Pools:
+def pools(tok: Tokenizer, template: str) -> Pools:
+    """The nouns and years that keep every prompt of `template` one length for `tok`."""
     n = n_new(tok)
     years = [(xx, yy) for xx in CENTURIES for yy in YYS if splits_cleanly(tok, xx, yy, n)]
     noun = first_single(tok, NOUNS)
@@ -62,21 +80,22 @@ def pools(tok: Tokenizer) -> Pools:
     if noun is None:
         raise unsupported(tok, NAME, "no noun in the pool is a single token")
     ref = {"noun": noun, "xx": f"{years[0][0]}", "yy": f"{years[0][1]:02d}"}
-    length = len(encode(tok, TEMPLATE.format(**ref)))
+    length = len(encode(tok, template.format(**ref)))
     years = tuple(y for y in years
-                  if len(encode(tok, TEMPLATE.format(noun=noun, xx=y[0], yy=f"{y[1]:02d}"))) == length)
-    return Pools(fit_pool(tok, TEMPLATE, ref, "noun", NOUNS), years)
+                  if len(encode(tok, template.format(noun=noun, xx=y[0], yy=f"{y[1]:02d}"))) == length)
+    return Pools(fit_pool(tok, template, ref, "noun", NOUNS), years)
 
 
-def examples(tok: Tokenizer, n: int, seed: int) -> list[Example]:
-    p = pools(tok)
-    out = []
-    for i in draw(seed, n, p.total, NAME):
+def space(tok: Tokenizer, template: Template) -> Space:
+    p = pools(tok, template.text)
+
+    def render(i: int) -> Example:
         noun, year = unrank(i, (len(p.nouns), len(p.years)))
         xx, yy = p.years[year]
-        prompt = TEMPLATE.format(noun=p.nouns[noun], xx=xx, yy=f"{yy:02d}")
-        out.append(Example(prompt, f"> {xx}{yy:02d}", tuple(encode(tok, prompt)), yy))
-    return same_length(tok, NAME, out)
+        prompt = template.text.format(noun=p.nouns[noun], xx=xx, yy=f"{yy:02d}")
+        return Example(prompt, f"> {xx}{yy:02d}", tuple(encode(tok, prompt)), yy)
+
+    return Space(template, p.total, len(render(0).input_ids), render)
 
 
 def later(text: str, yy: int) -> bool:
@@ -92,8 +111,11 @@ def correct(tok: Tokenizer, targets: torch.Tensor, generated: torch.Tensor) -> t
 
 TASK = Task(
     name=NAME,
-    description="greater-than: 'The war lasted from the year 1732 to 17' -> a two-digit year > 32",
-    examples=examples,
+    description="greater-than: 'The war lasted from the year 1732 to 17' -> a two-digit year > 32, "
+                "in several phrasings",
+    templates=TEMPLATES,
+    space=space,
     n_new=n_new,
     correct=correct,
+    off_template=OFF_TEMPLATE,
 )

@@ -1,14 +1,44 @@
-"""Indirect object identification (IOI), BABA template (Wang et al. 2023):
-"Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to" -> " [A]"."""
+"""Indirect object identification (IOI, Wang et al. 2023), as a distribution of phrasings in both orders:
+"Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to" -> " [A]" (BABA), and the same sentence with
+"[A] and [B]" (ABBA). Every phrasing below comes in both orders; three phrasings are held out."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.base import (Example, Task, Tokenizer, distinct, draw, encode, first_single, first_token_is_target,
-                        fit_pool, one_token, same_length, token_id, unrank, unsupported)
+from tasks.base import (Example, Space, Task, Template, Tokenizer, distinct, encode, first_single,
+                        first_token_is_target, fit_pool, one_token, token_id, unrank, unsupported)
 
 NAME = "ioi"
-TEMPLATE = "Then, {b} and {a} went to the {place}. {b} gave a {obj} to"
+# (name, BABA text, held out); "{b} and {a}" becomes "{a} and {b}" in the ABBA twin.
+PHRASINGS = (
+    ("went-to", "Then, {b} and {a} went to the {place}. {b} gave a {obj} to", False),
+    ("while-working", "While {b} and {a} were working at the {place}, {b} gave a {obj} to", False),
+    ("place-first", "The {place} {b} and {a} went to had a {obj}. {b} gave it to", False),
+    ("yesterday", "Yesterday {b} and {a} went to the {place}. {b} gave a {obj} to", False),
+    ("arrived", "Then, {b} and {a} arrived at the {place}. {b} handed a {obj} to", False),
+    ("today", "Today, {b} and {a} were at the {place}. {b} gave a {obj} to", False),
+    ("stayed", "So {b} and {a} stayed at the {place}. Then {b} gave a {obj} to", False),
+    ("found-at", "At the {place}, {b} and {a} found a {obj}. {b} gave it to", True),
+    ("drove", "Earlier, {b} and {a} drove to the {place}. {b} gave a {obj} to", True),
+    ("commuting", "While {b} and {a} were commuting to the {place}, {b} gave a {obj} to", True),
+)
+# Phrasings in none of the templates, of other token lengths: `bench.offtemplate` feeds them to pruned models.
+OFF_TEMPLATE = (
+    ("after", "After {b} and {a} went to the {place}, {b} gave a {obj} to"),
+    ("afterwards", "Afterwards, {b} and {a} went to the {place}. {b} gave a {obj} to"),
+    ("got-a", "When {b} and {a} got a {obj} at the {place}, {b} decided to give it to"),
+    ("decided", "Then, {b} and {a} were working at the {place}. {b} decided to give a {obj} to"),
+    ("fun", "Then, {b} and {a} had a lot of fun at the {place}. {b} gave a {obj} to"),
+)
+
+
+def both_orders(name: str, text: str, heldout: bool = False) -> tuple[Template, Template]:
+    """The BABA phrasing and its ABBA twin."""
+    return (Template(f"{name}/BABA", text, heldout),
+            Template(f"{name}/ABBA", text.replace("{b} and {a}", "{a} and {b}", 1), heldout))
+
+
+TEMPLATES = tuple(t for name, text, heldout in PHRASINGS for t in both_orders(name, text, heldout))
 
 NAMES = (
     "Mary", "John", "Tom", "James", "Dan", "Sarah", "Paul", "Mark", "Anna", "Emma", "Kate", "Lisa", "David",
@@ -43,37 +73,41 @@ class Pools:
         return k * (k - 1) * len(self.places) * len(self.objects)
 
 
-def pools(tok: Tokenizer) -> Pools:
-    """The word pools that keep every IOI prompt one length for `tok`."""
+def pools(tok: Tokenizer, template: str) -> Pools:
+    """The word pools that keep every prompt of `template` one length for `tok`."""
     raw = {"a": NAMES, "b": NAMES, "place": PLACES, "obj": OBJECTS}
     ref = {slot: first_single(tok, words) for slot, words in raw.items()}
     if None in ref.values():
         raise unsupported(tok, NAME, "some word pool has no single-token word")
-    names = fit_pool(tok, TEMPLATE, ref, "a", NAMES)
-    names = tuple(w for w in names if w in fit_pool(tok, TEMPLATE, ref, "b", names))
-    p = Pools(names, fit_pool(tok, TEMPLATE, ref, "place", PLACES), fit_pool(tok, TEMPLATE, ref, "obj", OBJECTS))
+    as_b = set(fit_pool(tok, template, ref, "b", NAMES))
+    names = tuple(w for w in fit_pool(tok, template, ref, "a", NAMES) if w in as_b)
+    p = Pools(names, fit_pool(tok, template, ref, "place", PLACES), fit_pool(tok, template, ref, "obj", OBJECTS))
     if len(p.names) < 2 or not p.places or not p.objects:
         raise unsupported(tok, NAME, f"only {len(p.names)} names, {len(p.places)} places and {len(p.objects)} "
                                      "objects are single tokens (need >= 2, 1, 1)")
     return p
 
 
-def examples(tok: Tokenizer, n: int, seed: int) -> list[Example]:
-    p = pools(tok)
+def space(tok: Tokenizer, template: Template) -> Space:
+    p = pools(tok, template.text)
     k = len(p.names)
-    out = []
-    for i in draw(seed, n, p.total, NAME):
+
+    def render(i: int) -> Example:
         *who, place, obj = unrank(i, (k, k - 1, len(p.places), len(p.objects)))
         b, a = (p.names[j] for j in distinct(tuple(who), k))
-        prompt = TEMPLATE.format(a=a, b=b, place=p.places[place], obj=p.objects[obj])
-        out.append(Example(prompt, " " + a, tuple(encode(tok, prompt)), token_id(tok, " " + a)))
-    return same_length(tok, NAME, out)
+        prompt = template.text.format(a=a, b=b, place=p.places[place], obj=p.objects[obj])
+        return Example(prompt, " " + a, tuple(encode(tok, prompt)), token_id(tok, " " + a))
+
+    return Space(template, p.total, len(render(0).input_ids), render)
 
 
 TASK = Task(
     name=NAME,
-    description="indirect object identification: 'Then, B and A went to the P. B gave a O to' -> ' A'",
-    examples=examples,
+    description="indirect object identification: 'Then, B and A went to the P. B gave a O to' -> ' A', "
+                "in both orders and several phrasings",
+    templates=TEMPLATES,
+    space=space,
     n_new=one_token,
     correct=first_token_is_target,
+    off_template=tuple(t for name, text in OFF_TEMPLATE for t in both_orders(name, text)),
 )

@@ -16,7 +16,7 @@ from bench.cli import main
 from bench.extract import ExtractArgs
 
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "6"]
-SIZES = {"patching": 4, "val": 4, "test": 6}
+SIZES = {"patching": 4, "val": 4, "test": 6, "test-heldout": 6}  # test-heldout: as many as --n-test
 # alphas chosen (seed 0, these tiny models) so the circuit keeps some candidates and removes others, with every
 # decision at least ~0.003 away from the threshold (so float noise cannot flip one)
 MAIN_ALPHA = "0.1"  # ioi / llama / mean: keeps 5 of 10
@@ -162,13 +162,16 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
     full, pruned = m["full"], m["pruned"]
     assert full["non_embedding"] == hf_non_embedding(model_dir)
     assert 0 < pruned["non_embedding"] <= full["non_embedding"]
-    for acc in (full["test_accuracy"], pruned["test_accuracy"]):
-        assert 0.0 <= acc <= 1.0 and (acc * sizes["test"]).is_integer()  # a fraction of the test prompts
-    assert math.isfinite(pruned["test_kl_to_full"]) and pruned["test_kl_to_full"] >= 0
+    for split in ("test", "heldout"):
+        for acc in (full[f"{split}_accuracy"], pruned[f"{split}_accuracy"]):
+            assert 0.0 <= acc <= 1.0 and (acc * sizes["test"]).is_integer()  # a fraction of the test prompts
+        assert math.isfinite(pruned[f"{split}_kl_to_full"]) and pruned[f"{split}_kl_to_full"] >= 0
     assert 0 < m["search"]["wall_s"] < 300 and m["search"]["engine"] == engine
 
     cfg = read_json(out / "config.json")
     assert cfg["command"] == "extract"
+    train, held = cfg["templates"]["training"], cfg["templates"]["heldout"]
+    assert len(train) >= 4 and len(held) >= 2 and not set(train) & set(held)
     assert set(cfg["args"]) == {f.name for f in dataclasses.fields(ExtractArgs)}
     assert {k: cfg["args"][k] for k in ("task", "model", "alpha", "ablation", "include_mlps", "n_patching", "n_val",
                                         "n_test", "seed", "out", "engine", "device", "dtype")} == {
@@ -239,7 +242,7 @@ def test_main_run_directory(llama_ioi, model_dirs, capsys):
 
 @pytest.mark.parametrize("task,arch,ablation,alpha", [  # ioi: the main run and test_mean_and_zero_ablation_differ
     ("acronyms", "llama", "zero", "0.1"),
-    ("acronyms", "gpt2", "mean", "0.015"),
+    ("acronyms", "gpt2", "mean-pooled", "0.015"),
     ("greater-than", "llama", "mean", "0.07"),
     ("greater-than", "gpt2", "zero", "0.05"),
 ])
@@ -344,21 +347,24 @@ def test_evaluate_reproduces_pruned_accuracy(digit_gpt2_dir, tmp_path, capsys):
     m = read_json(out / "metrics.json")
     targets = [r["target"] for r in jsonl(out / "splits" / "test.jsonl")]
     oracle = sum(yy < int(DIGIT * 2) for yy in targets) / n_test
+    held = sum(r["target"] < int(DIGIT * 2) for r in jsonl(out / "splits" / "test-heldout.jsonl")) / n_test
     assert 0 < oracle < 1  # the test split decides the number
     assert m["full"]["test_accuracy"] == m["pruned"]["test_accuracy"] == pytest.approx(oracle)
+    assert m["full"]["heldout_accuracy"] == m["pruned"]["heldout_accuracy"] == pytest.approx(held)
     before = tree(out)
     capsys.readouterr()
 
     assert main(["evaluate", "--run", str(out), "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
-    assert f"standalone model test accuracy {oracle:.1%} on {n_test} prompts" in " ".join(printed.split())
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"standalone model accuracy {oracle:.1%} on {n_test} test prompts (training templates), {held:.1%} on " \
+           f"{n_test} held-out-template prompts" in printed
     assert tree(out) == before  # evaluate only reads
 
     # it scores the run's own test split: with every start year at 99 nothing is later
     rows = jsonl(out / "splits" / "test.jsonl")
     (out / "splits" / "test.jsonl").write_text("".join(json.dumps({**r, "target": 99}) + "\n" for r in rows))
     assert main(["evaluate", "--run", str(out), "--device", "cpu"]) == 0
-    assert "standalone model test accuracy 0.0% on 12 prompts" in " ".join(capsys.readouterr().out.split())
+    assert "standalone model accuracy 0.0% on 12 test prompts" in " ".join(capsys.readouterr().out.split())
 
 
 # ---- bad input: exit 2, one `error:` line, nothing created or overwritten -----------------------------
@@ -382,7 +388,7 @@ def expect_user_error(argv: list[str], root: Path, capfd) -> str:
     ({"--alpha": "nan"}, "alpha"),
     ({"--ablation": "resample"}, "--ablation 'resample'"),
     ({"--engine": "warp"}, "--engine 'warp'"),
-    ({"--n-test": "100000000"}, "at most"),  # beyond the task's pool: fails after the model is loaded
+    ({"--n-test": "100000000"}, "can make only"),  # beyond the task's pool: fails after the model is loaded
 ], ids=["task", "alpha-negative", "alpha-nan", "ablation", "engine", "n-beyond-pool"])
 def test_extract_rejects_bad_input(change, expect, model_dirs, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)  # a default runs/ directory would show up here

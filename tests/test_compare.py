@@ -25,8 +25,8 @@ from models.types import BenchError
 TASK = "greater-than"
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "8"]
 RUNS = {"e-mlps-s0": MLPS, "e-heads-s0": HEADS, "d-random-s0": KD, "d-circuit-s0": CKD}
-COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "KL to full", "latency b=8 ms median (p95)",
-           "latency b=1 ms median (p95)", "build cost s"]
+COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "KL to full",
+           "held-out KL", "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "build cost s"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -133,14 +133,20 @@ def test_numbers_agree_with_the_runs(result, runs):
     ext = rjson(runs / "e-mlps-s0" / "metrics.json")
     assert int(float(full["non_embedding"])) == ext["full"]["non_embedding"]
     assert float(full["accuracy"]) == ext["full"]["test_accuracy"] > 0.2
+    assert float(full["heldout_accuracy"]) == ext["full"]["heldout_accuracy"]
     full_params = ext["full"]["non_embedding"]
     for name, row in by_run.items():
         m = rjson(runs / name / "metrics.json")
         mine = m["pruned"] if name.startswith("e-") else m["student"]
         assert int(float(row["non_embedding"])) == mine["non_embedding"] == int(float(row["reported_non_embedding"]))
         assert float(row["accuracy"]) == mine["test_accuracy"]
+        assert float(row["heldout_accuracy"]) == mine["heldout_accuracy"]
         kl = mine.get("test_kl_to_full", mine.get("test_kl_to_teacher"))
         assert float(row["kl_to_full"]) == pytest.approx(kl, rel=1e-3, abs=1e-6) and kl > 0
+        kl = mine.get("heldout_kl_to_full", mine.get("heldout_kl_to_teacher"))
+        assert float(row["heldout_kl_to_full"]) == pytest.approx(kl, rel=1e-3, abs=1e-6) and kl > 0
+        held = 100 * (mine["heldout_accuracy"] - float(full["heldout_accuracy"]))
+        assert float(row["heldout_accuracy_delta_pts"]) == pytest.approx(held)
         assert float(row["params_delta_pct"]) == pytest.approx(100 * (mine["non_embedding"] / full_params - 1))
         delta = 100 * (mine["test_accuracy"] - float(full["accuracy"]))
         assert float(row["accuracy_delta_pts"]) == pytest.approx(delta)
@@ -174,7 +180,8 @@ def test_latency_fields_and_table_cells(result):
         cells = md_rows[r["method"]]
         assert cells[2].startswith(f"{int(float(r['non_embedding'])):,}")
         assert cells[3].startswith(f"{100 * float(r['accuracy']):.1f}%")
-        assert cells[5].startswith(f"{float(r['latency_median_ms']):.2f} (")
+        assert cells[4].startswith(f"{100 * float(r['heldout_accuracy']):.1f}%")
+        assert cells[7].startswith(f"{float(r['latency_median_ms']):.2f} (")
 
 
 def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):
@@ -186,7 +193,7 @@ def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):
     assert "do not share one test set" in md
     header, _, *body = table_rows(md)
     assert [b[0] for b in body] == [FULL, MLPS] and [b[1] for b in body] == ["2", "2"]
-    assert all("±" in c for c in body[1][2:8])  # every measured number of the two seeds has a std
+    assert all("±" in c for c in body[1][2:10])  # every measured number of the two seeds has a std
     rows = {x["method"]: x for x in rcsv(tmp_path / "o" / "results.csv")}
     assert rows[MLPS]["seeds"] == "0 1" and rows[MLPS]["accuracy_std"] != ""
     fulls = {m.split: m for m in task.measurements if m.method == FULL}

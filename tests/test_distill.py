@@ -49,7 +49,8 @@ def test_l_distill_by_hand():
 
 
 def test_student_learns_the_teacher(teacher, tmp_path, capsys):
-    m = distill(teacher, tmp_path / "d", "--epochs", "30", "--lr", "0.01", "--val-every", "8")
+    # 96 training prompts: with 4 the student memorises them, and its KL on the test prompts does not fall
+    m = distill(teacher, tmp_path / "d", "--epochs", "30", "--lr", "0.01", "--val-every", "8", "--n-patching", "96")
     s = m["student"]
     assert s["test_kl_to_teacher"] < 0.9 * s["test_kl_to_teacher_at_init"]
     assert m["train"]["epochs_run"] == 30 and "30 epochs" in capsys.readouterr().out

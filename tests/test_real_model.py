@@ -36,7 +36,7 @@ def test_real_pruned_model_equals_the_hook_ablated_model(ioi_run):
     circuit = Circuit.load(ioi_run / "circuit.json")
     patching = Split.from_jsonl("patching", ioi_run / "splits" / "patching.jsonl").input_ids
     test = Split.from_jsonl("test", ioi_run / "splits" / "test.jsonl").input_ids
-    means = collect_means(model, patching, "mean")
+    means = collect_means(model, patching, circuit.ablation)
     pruned, _ = load_pruned(ioi_run / "pruned")
     ref = hooked_logits(model, test, circuit.removed(), means)
     assert torch.allclose(pruned(test, last_only=True), ref, atol=1e-4, rtol=0)

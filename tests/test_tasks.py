@@ -48,36 +48,62 @@ def ids(tok, text):
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_prompts_have_one_length_and_single_token_answers(tok, name):
     task = get_task(name)
-    examples = task.examples(tok, 300, 0)
+    examples = task.examples(tok, 300, 0) + task.examples(tok, 60, 0, heldout=True)
     assert len({len(e.input_ids) for e in examples}) == 1
-    assert len({e.prompt for e in examples}) == 300  # distinct
-    for e in examples[:50]:
-        if name != "acronyms":  # acronyms builds its ids directly (see tasks/acronyms.py)
-            assert list(e.input_ids) == ids(tok, e.prompt)
+    assert len({e.prompt for e in examples}) == 360  # distinct
+    for e in examples[:50] + examples[-20:]:
+        assert list(e.input_ids) == ids(tok, e.prompt)  # every prompt is tokenised naturally
         if name != GT:
             assert ids(tok, e.answer) == [e.target]
 
 
-def test_ioi_answer_is_the_indirect_object(tok):
-    for e in get_task("ioi").examples(tok, 20, 3):
-        b, a, b2 = re.fullmatch(r"Then, (\w+) and (\w+) went to the \w+\. (\w+) gave a \w+ to", e.prompt).groups()
-        assert a != b and b2 == b and e.answer == " " + a
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_task_is_a_distribution_with_held_out_templates(tok, name):
+    """Several training templates take turns; held-out templates are others, and never in the training draw."""
+    task = get_task(name)
+    train, held = task.template_names(tok, heldout=False), task.template_names(tok, heldout=True)
+    assert len(train) >= (12 if name == "ioi" else 4) and len(held) >= 2 and not set(train) & set(held)
+    texts = {t.name: t.text for t in task.templates}
+    skeleton = lambda names: {re.sub(r"\{\w+\}", "_", texts[n]) for n in names}  # noqa: E731
+    assert not skeleton(train) & skeleton(held)
 
 
-def test_acronym_ids_end_with_the_two_letter_ids(tok):
+def test_ioi_has_both_orders_and_the_answer_is_the_indirect_object(tok):
+    names = get_task("ioi").template_names(tok, heldout=False)
+    assert {n.split("/")[1] for n in names} == {"ABBA", "BABA"}
+    orders = set()
+    for e in get_task("ioi").examples(tok, 28, 3):
+        first, second = re.search(r"(\w+) and (\w+)", e.prompt).groups()
+        subject = re.search(r"(\w+) (?:gave|handed)", e.prompt).group(1)
+        assert first != second and subject in (first, second)
+        assert e.answer == " " + (second if subject == first else first)
+        orders.add("BABA" if subject == first else "ABBA")
+    assert orders == {"ABBA", "BABA"}
+
+
+def test_acronyms_are_dotted_after_worked_examples(tok):
     for e in get_task("acronyms").examples(tok, 20, 1):
-        words = e.prompt.removeprefix("The ").split(" (")[0].split()
-        letters = [w[0] for w in words]
-        assert e.prompt.endswith(" (" + letters[0] + letters[1]) and e.answer == letters[2]
-        assert list(e.input_ids[-2:]) == [ids(tok, letters[0])[0], ids(tok, letters[1])[0]]
-        assert list(e.input_ids[:-2]) == ids(tok, e.prompt[:-2])
-        assert e.target == ids(tok, letters[2])[0]
+        *shots, query = e.prompt.split("\n")
+        assert len(shots) == 3 and all(re.fullmatch(r"The [\w ]+ \(([A-Z]\.){3}\)", s) for s in shots)
+        words = re.fullmatch(r"The (\w+) (\w+) (\w+) \(([A-Z])\.([A-Z])\.", query).groups()
+        assert words[3:] == (words[0][0], words[1][0]) and e.answer == words[2][0]
+        assert e.target == ids(tok, e.answer)[0]
+
+
+def test_acronyms_correct_wants_the_capital_and_no_more_letters(tok):
+    task = get_task("acronyms")
+    o = ids(tok, "O")[0]
+    rows = [ids(tok, t)[:1] for t in ("O", " O", "O.", "OS", "Q")]
+    got = task.correct(tok, torch.tensor([o] * len(rows)), torch.tensor(rows))
+    decoded = [tok.decode(r) for r in rows]
+    expected = [bool(re.match(r"\s*O(?![A-Za-z])", d)) for d in decoded]
+    assert got.tolist() == expected and expected[0] and not expected[-1]
 
 
 def test_greater_than_years_are_in_range(tok):
-    for e in get_task(GT).examples(tok, 100, 0):
-        xx, yy = re.fullmatch(r"The \w+ lasted from the year (\d\d)(\d\d) to (\d\d)", e.prompt).group(1, 2)
-        assert 11 <= int(xx) <= 17 and 2 <= int(yy) <= 98 and e.target == int(yy)
+    for e in get_task(GT).examples(tok, 100, 0) + get_task(GT).examples(tok, 30, 0, heldout=True):
+        xx, yy, xx2 = re.fullmatch(r"The \w+ [\w ]+ (\d\d)(\d\d) [\w ]+ (\d\d)", e.prompt).groups()
+        assert xx == xx2 and 11 <= int(xx) <= 17 and 2 <= int(yy) <= 98 and e.target == int(yy)
 
 
 def test_greater_than_correct_on_split_digits(tok):
@@ -101,9 +127,9 @@ def test_greater_than_uses_one_token_when_two_digits_are_one():
 def test_splits_are_disjoint_deterministic_and_seeded(tok):
     for name in TASKS:
         a = make_splits(get_task(name), tok, 30, 20, 10, seed=0)
-        assert [len(a[s]) for s in ("patching", "val", "test")] == [30, 20, 10]
+        assert [len(a[s]) for s in ("patching", "val", "test", "test-heldout")] == [30, 20, 10, 10]
         prompts = [{e.prompt for e in a[s].examples} for s in a]
-        assert sum(map(len, prompts)) == len(set.union(*prompts)) == 60
+        assert sum(map(len, prompts)) == len(set.union(*prompts)) == 70
         assert make_splits(get_task(name), tok, 30, 20, 10, seed=0) == a
         assert make_splits(get_task(name), tok, 30, 20, 10, seed=1)["patching"] != a["patching"]
 
@@ -113,7 +139,7 @@ def test_unknown_task_and_bad_sizes_raise(tok):
         get_task("nope")
     with pytest.raises(BenchError, match="n-val"):
         make_splits(get_task("ioi"), tok, 10, 0, 10, seed=0)
-    with pytest.raises(BenchError, match=r"at most \d+ .*lower --n-patching"):
+    with pytest.raises(BenchError, match=r"can make only \d+ distinct prompts from template .*lower --n-patching"):
         get_task(GT).examples(tok, 10**7, 0)
 
 
@@ -124,6 +150,31 @@ def test_a_tokenizer_without_single_token_names_is_refused():
 
     with pytest.raises(BenchError, match="cannot support task ioi"):
         get_task("ioi").examples(Chars(), 5, 0)
+
+
+def held_out_prompt(task, tok, prompt: str) -> bool:
+    """Whether `prompt` fits one of the task's held-out templates (its words in the slots)."""
+    def pattern(text: str) -> str:
+        return "".join(re.escape(p) if i % 2 == 0 else r"\w+" for i, p in enumerate(re.split(r"\{(\w+)\}", text)))
+    return any(re.fullmatch(pattern(t.text), prompt) for t in task.templates if t.heldout)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_held_out_templates_never_reach_patching_val_or_test(tok, name):
+    task = get_task(name)
+    splits = make_splits(task, tok, 60, 60, 60, seed=4)
+    for s in ("patching", "val", "test"):
+        assert not any(held_out_prompt(task, tok, e.prompt) for e in splits[s].examples)
+    assert all(held_out_prompt(task, tok, e.prompt) for e in splits["test-heldout"].examples)
+
+
+def test_a_template_registry_without_a_fitting_held_out_template_is_refused(tok):
+    import dataclasses
+    task = get_task(GT)
+    odd = tuple(dataclasses.replace(t, text=t.text.replace("The {noun}", "The long {noun}")) if t.heldout else t
+                for t in task.templates)
+    with pytest.raises(BenchError, match="no held-out template has the 15-token length"):
+        dataclasses.replace(task, templates=odd).examples(tok, 5, 0, heldout=True)
 
 
 def test_jsonl_round_trip_and_corrupt_file(tok, tmp_path):

@@ -1,0 +1,110 @@
+"""Check: extracted pruned models on phrasings that are in none of the task's templates, of other token lengths.
+
+The search saw prompts of the training templates only, all of one token length. Here each run's standalone
+pruned model and the full model answer prompts of every off-template phrasing of the task (`Task.off_template`,
+IOI in both orders), at that phrasing's own length. A position-free model (mean-pooled, zero) takes any length;
+a per-position model (mean) refuses every length but its own, and the table says so:
+
+    python -m bench.offtemplate --runs runs/extract-ioi-... --n 100 --out results/offtemplate-smollm2-135m.md
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from bench.evaluate import accuracy, kl_to
+from models import loading
+from models.generate import hf_last_logits
+from models.io import load_pruned
+from models.types import BenchError, Circuit
+from tasks import get_task
+from tasks.base import draw_examples
+from tasks.data import Split
+
+
+def run_info(run: Path) -> Circuit:
+    return Circuit.load(run / "circuit.json")
+
+
+def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
+    space = task.space(tok, template)
+    return Split(template.name, tuple(draw_examples([space], n, seed, task.name, stream="off-template")))
+
+
+def score_run(run: Path, model, tok, n: int, seed: int, device) -> list[dict]:
+    """One row per off-template phrasing: its length, the full model's and the pruned model's accuracy, the KL."""
+    circuit = run_info(run)
+    task = get_task(circuit.task)
+    pruned, _ = load_pruned(run / "pruned", device=device)
+    full_fn, pruned_fn = hf_last_logits(model), (lambda ids: pruned(ids.to(device), last_only=True))
+    rows = []
+    for template in task.off_template:
+        split = phrasing_split(task, tok, template, n, seed)
+        row = {"run": str(run), "task": task.name, "ablation": circuit.ablation, "phrasing": template.name,
+               "tokens": len(split.examples[0].input_ids), "n": len(split),
+               "full_accuracy": accuracy(task, tok, full_fn, split)}
+        try:
+            row["pruned_accuracy"] = accuracy(task, tok, pruned_fn, split)
+            row["kl_to_full"] = kl_to(full_fn, pruned_fn, split)
+        except BenchError as e:
+            row["refused"] = str(e)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], args) -> str:
+    lines = ["# Off-template phrasings", "", f"Command: `python -m bench.offtemplate {' '.join(args.argv)}`", "",
+             "Each phrasing is in none of the task's templates; its prompts have their own token length. "
+             f"{args.n} prompts per phrasing, seed {args.seed}.", "",
+             "| run | ablation | phrasing | tokens | full model | pruned model (Δ pts) | KL to full |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if "refused" in r:
+            cut, kl = "refused (other length)", "—"
+        else:
+            cut = f"{r['pruned_accuracy']:.1%} ({100 * (r['pruned_accuracy'] - r['full_accuracy']):+.1f})"
+            kl = f"{r['kl_to_full']:.4f}"
+        lines.append(f"| {Path(r['run']).name} | {r['ablation']} | {r['phrasing']} | {r['tokens']} | "
+                     f"{r['full_accuracy']:.1%} | {cut} | {kl} |")
+    scored = [r for r in rows if "refused" not in r]
+    if scored:
+        full = sum(r["full_accuracy"] for r in scored) / len(scored)
+        cut = sum(r["pruned_accuracy"] for r in scored) / len(scored)
+        lines += ["", f"Over the {len(scored)} scored rows: full model {full:.1%}, pruned models {cut:.1%} "
+                      f"({100 * (cut - full):+.1f} pts)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m bench.offtemplate", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", required=True, help="`bench extract` run directories (one model)")
+    p.add_argument("--n", type=int, default=100, help="prompts per phrasing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="write the markdown report here too")
+    args = p.parse_args(argv)
+    args.argv = argv
+    try:
+        runs = [Path(r) for r in args.runs]
+        models = {run_info(r).model for r in runs}
+        if len(models) != 1:
+            raise BenchError(f"the runs mix models ({', '.join(sorted(models))}); give runs of one model")
+        device = loading.resolve_device(args.device)
+        model, tok = loading.load_model(models.pop(), device=device)
+        with torch.inference_mode():
+            rows = [row for r in runs for row in score_run(r, model, tok, args.n, args.seed, device)]
+    except BenchError as e:
+        p.exit(2, f"error: {e}\n")
+    text = markdown(rows, args)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

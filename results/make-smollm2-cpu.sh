@@ -4,8 +4,8 @@
 # Usage: bash results/make-smollm2-cpu.sh [EPOCHS] [SEEDS]
 #   EPOCHS  distillation budget (default 30: on 2 CPU cores one Adam step of a size-matched student takes
 #           seconds, so the paper's 20000 epochs are a GPU job; every report row says how many epochs ran).
-#   SEEDS   default "0 1 2". A seed draws the patching, validation and test prompts of its extraction runs
-#           and initialises its students; the report gives mean ± std over seeds.
+#   SEEDS   default "0 1 2". A seed draws the patching, validation, test and held-out-template prompts of its
+#           extraction runs and initialises its students; the report gives mean ± std over seeds.
 # BUILD_ONLY=1 stops before the report, so the report can be made later on an idle machine (its latencies
 # are only as good as the machine is quiet).
 set -euo pipefail

@@ -77,10 +77,34 @@ def gather_list(argv: list[str], name: str) -> list[str]:
     return out
 
 
+def _non_finite(text: str) -> str:
+    """NaN and inf in YAML spelling, so a float option gets them and its check answers in our words."""
+    try:
+        x = float(text)
+    except ValueError:
+        return text
+    return _yaml_item(text) if not math.isfinite(x) else text
+
+
+def _join_non_finite(argv: list[str]) -> list[str]:
+    """`--alpha -inf` -> `--alpha=-.inf` (argparse would take -inf for an option)."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "=" not in a and i + 1 < len(argv) and _non_finite(argv[i + 1]) != argv[i + 1]:
+            out.append(f"{a}={_non_finite(argv[i + 1])}")
+            i += 2
+        else:
+            out.append(a)
+            i += 1
+    return out
+
+
 def normalise(argv: list[str]) -> list[str]:
     """Accept --n-patching for --n_patching, --flag / --no-flag for booleans, and --alphas a b for lists."""
     for name in list_flags():
         argv = gather_list(argv, name)
+    argv = _join_non_finite(argv)
     flags, out = bool_flags(), []
     for i, a in enumerate(argv):
         if not a.startswith("--") or a in ("--help",):
@@ -88,6 +112,7 @@ def normalise(argv: list[str]) -> list[str]:
             continue
         key, eq, value = a[2:].partition("=")
         key = key.replace("-", "_")
+        value = _non_finite(value)
         nxt = argv[i + 1] if i + 1 < len(argv) else "--"
         if key.startswith("no_") and not eq:
             out.append(f"--{key[3:]}=false")
@@ -125,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no banner or tips
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)

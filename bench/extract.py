@@ -187,14 +187,15 @@ def extract(args: ExtractArgs) -> Path:
         metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params)
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
-        write_run(run, args, circuit, pruned, metrics, dm, search)
+        resolved = {**asdict(args), "out": str(out), "device": str(device)}  # what ran, not what was typed
+        write_run(run, resolved, circuit, pruned, metrics, dm, search)
     return out
 
 
-def write_run(run: Path, args: ExtractArgs, circuit: Circuit, pruned, metrics: dict, dm, search: Search) -> None:
+def write_run(run: Path, args: dict, circuit: Circuit, pruned, metrics: dict, dm, search: Search) -> None:
     (run / "circuit.json").write_text(circuit.to_json())
     write_json(run / "metrics.json", metrics)
-    write_json(run / "config.json", {"command": "extract", "args": asdict(args), "versions": versions(),
+    write_json(run / "config.json", {"command": "extract", "args": args, "versions": versions(),
                                      "templates": templates(dm)})
     dm.save(run / "splits")
     with open(run / "steps.jsonl", "w") as f:

@@ -216,6 +216,9 @@ def _source(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise BenchError(f"{name} is a file, not a model directory; pass a Hugging Face model directory")
+    if not path.exists() and (path.is_absolute() or name.startswith((".", "~"))):  # a path, not a hub id
+        raise BenchError(f"model directory {name} does not exist; pass an existing Hugging Face model directory, "
+                         f"a hub id such as gpt2, or {DEFAULT_MODEL}")
     return str(path) if path.is_dir() else name
 
 

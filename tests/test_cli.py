@@ -385,11 +385,13 @@ def expect_user_error(argv: list[str], root: Path, capfd) -> str:
 @pytest.mark.parametrize("change,expect", [
     ({"--task": "nope"}, "unknown task 'nope'"),
     ({"--alpha": "-1"}, "--alpha"),
-    ({"--alpha": "nan"}, "alpha"),
+    ({"--alpha": "nan"}, "--alpha must be a finite number >= 0, got nan"),
+    ({"--alpha": "-inf"}, "--alpha must be a finite number >= 0, got -inf"),
+    ({"--alpha": "inf"}, "--alpha must be a finite number >= 0, got inf"),
     ({"--ablation": "resample"}, "--ablation 'resample'"),
     ({"--engine": "warp"}, "--engine 'warp'"),
     ({"--n-test": "100000000"}, "can make only"),  # beyond the task's pool: fails after the model is loaded
-], ids=["task", "alpha-negative", "alpha-nan", "ablation", "engine", "n-beyond-pool"])
+], ids=["task", "alpha-negative", "alpha-nan", "alpha-minus-inf", "alpha-inf", "ablation", "engine", "n-beyond-pool"])
 def test_extract_rejects_bad_input(change, expect, model_dirs, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)  # a default runs/ directory would show up here
     argv = extract_argv(model_dirs["gpt2"], tmp_path / "out", alpha="0.1")
@@ -409,6 +411,20 @@ def test_extract_unknown_model_offline(hub_id, tmp_path, monkeypatch, capfd):
     argv = extract_argv(Path(hub_id), tmp_path / "out", alpha="0.1")
     line = expect_user_error(argv, tmp_path, capfd)
     assert hub_id in line and "smollm2-135m" in line
+
+
+def test_extract_missing_model_directory(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    for missing in (str(tmp_path / "no-such-dir"), "./no-such-dir", "~/no-such-dir"):
+        argv = extract_argv(tmp_path, tmp_path / "out", alpha="0.1")
+        argv[argv.index("--model") + 1] = missing
+        assert f"model directory {missing} does not exist" in expect_user_error(argv, tmp_path, capfd)
+
+
+def test_verbs_print_no_lightning_banner(model_dirs, tmp_path, capfd):
+    run_ok(extract_argv(model_dirs["gpt2"], tmp_path / "out", alpha="0.1"))
+    printed = "".join(capfd.readouterr())
+    assert "GPU available" not in printed and "litlogger" not in printed
 
 
 def test_extract_refuses_existing_out(model_dirs, tmp_path, monkeypatch, capfd):

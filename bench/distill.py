@@ -24,7 +24,7 @@ from bench.distillation import (DistillationModule, DistillData, init_student, l
                                 student_config, teacher_config, teacher_logits, trainable)
 from bench.evaluate import accuracy
 from bench.extract import versions
-from bench.rundir import check_out, write_json
+from bench.rundir import check_out, default_dir, write_json
 from models import arch, loading
 from models.generate import hf_last_logits
 from models.io import MANIFEST, load_pruned, save_pruned
@@ -64,7 +64,8 @@ class DistillArgs:
         seed: seeds the prompts and the student's initialisation.
         val_every: validate every this many epochs (and at the end).
         ckpt_every: write OUT/checkpoints/last.ckpt every this many epochs (and at the end).
-        out: the run directory (default runs/distill-TASK-...).
+        out: the run directory (default runs/distill-TASK-...-sSEED-HASH; --epochs and --resume may change on
+            the same directory).
         overwrite: replace an existing run directory.
         resume: continue from OUT/checkpoints/last.ckpt (--epochs may be raised).
         device: where the teacher runs once (its cached logits) and the final test evaluation.
@@ -138,7 +139,8 @@ class DistillArgs:
             return Path(self.out)
         what = (Path(self.match).resolve().name if self.match else
                 f"{Path(self.model or loading.DEFAULT_MODEL).name}-L{self.layers}H{self.heads}M{self.d_mlp}")
-        return Path("runs") / f"distill-{self.task}-{what}-{self.init}-s{self.seed}"
+        return default_dir(f"distill-{self.task}-{what}-{self.init}-s{self.seed}", self,
+                           skip=("resume", "epochs", "ckpt_every", "val_every"))
 
 
 @dataclass

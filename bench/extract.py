@@ -18,7 +18,7 @@ from torch import nn
 
 from bench.evaluate import accuracy, kl_to
 from bench.extraction import ExtractionModule
-from bench.rundir import check_out, publishing, write_json
+from bench.rundir import check_out, default_dir, publishing, write_json
 from models import arch, loading
 from models.ablation import Means, collect_means
 from models.fast import FastScorer
@@ -82,7 +82,8 @@ class ExtractArgs(SearchOptions):
 
     Args:
         alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha.
-        out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION-sSEED).
+        out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION[-heads]-sSEED-HASH, where HASH
+            covers every other option that changes the result).
         engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
             hooked forward per candidate); both give the same circuit.
     """
@@ -103,7 +104,8 @@ class ExtractArgs(SearchOptions):
         if self.out:
             return Path(self.out)
         model = Path(self.model).name or self.model
-        return Path("runs") / f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}-s{self.seed}"
+        parts = "" if self.include_mlps else "-heads"
+        return default_dir(f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}{parts}-s{self.seed}", self)
 
 
 def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str) -> Means:

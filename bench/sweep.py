@@ -17,7 +17,7 @@ from rich.table import Table
 
 from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, prepare, search_circuit,
                            templates, versions)
-from bench.rundir import check_out, publishing, write_json
+from bench.rundir import check_out, default_dir, publishing, write_json
 from models import published
 from models.pruned import count_params_of
 from models.roc import roc_auc, tpr_fpr
@@ -36,7 +36,7 @@ class SweepArgs(SearchOptions):
 
     Args:
         alphas: KL thresholds, each run from scratch (e.g. --alphas 0.001 0.01 0.1); sorted ascending.
-        out: the sweep directory (default runs/sweep-TASK-MODEL-ABLATION-sSEED).
+        out: the sweep directory (default runs/sweep-TASK-MODEL-ABLATION-sSEED-HASH).
     """
 
     alphas: list[float]
@@ -51,7 +51,7 @@ class SweepArgs(SearchOptions):
         if self.out:
             return Path(self.out)
         model = Path(self.model).name or self.model
-        return Path("runs") / f"sweep-{self.task}-{model}-{self.ablation}-s{self.seed}"
+        return default_dir(f"sweep-{self.task}-{model}-{self.ablation}-s{self.seed}", self)
 
     def extract_args(self, alpha: float) -> ExtractArgs:
         """The `bench extract` arguments of one alpha of the sweep (fast engine)."""

@@ -3,6 +3,7 @@ directories with the real SmolLM2 tokenizer (litgpt-style: real verbs, tiny conf
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import math
 import shutil
@@ -454,3 +455,29 @@ def test_no_verb(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     line = expect_user_error([], tmp_path, capfd)
     assert "extract" in line and "evaluate" in line
+
+
+def test_default_directories_differ_by_every_option_that_changes_the_result():
+    base = ExtractArgs(task="ioi")
+    names = {ExtractArgs(task="ioi", **change).out_dir for change in (
+        {}, {"include_mlps": False}, {"n_val": 41}, {"n_patching": 41}, {"n_test": 101}, {"dtype": "bfloat16"},
+        {"device": "cpu"}, {"engine": "reference"}, {"alpha": 0.02}, {"ablation": "mean"}, {"seed": 1})}
+    assert len(names) == 11 and all(n.parent.name == "runs" for n in names)
+    assert base.out_dir == ExtractArgs(task="ioi", overwrite=True).out_dir  # --overwrite changes nothing computed
+    assert base.out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.011-mean-pooled-s0-")
+    assert ExtractArgs(task="ioi", include_mlps=False).out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.011-"
+                                                                               "mean-pooled-heads-s0-")
+
+
+def test_a_killed_runs_partial_directory_is_cleared(model_dirs, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".run.partial-{int(gone.stdout)}"  # that process has exited
+    (stale / "tb").mkdir(parents=True)
+    live = tmp_path / f".run.partial-{os.getpid()}-x"  # not a pid suffix: left alone
+    live.mkdir()
+    run_ok(extract_argv(model_dirs["gpt2"], out, alpha="0.1"))
+    assert not stale.exists() and live.exists() and (out / "circuit.json").is_file()

@@ -275,7 +275,8 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: tuple | None, b:
     fn = lambda ids: model(ids.to(b.device), last_only=True)  # noqa: E731
     ids, runs, warmup = splits.test.input_ids, b.args.latency_runs, b.args.warmup
     out = {}
-    for prefix, split, r in (("", splits.test, ref and ref[0]), ("heldout_", splits.heldout, ref and ref[1])):
+    refs = (None, None) if ref is None else ref
+    for prefix, split, r in (("", splits.test, refs[0]), ("heldout_", splits.heldout, refs[1])):
         with torch.inference_mode():
             out[f"{prefix}kl_to_full"] = 0.0 if r is None else kl_last(r, fn(split.input_ids))
         out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split)

@@ -311,10 +311,11 @@ def distill(args: DistillArgs) -> Path:
     dm = data_module(args, run, tokenizer, teacher.config.vocab_size)
     student, shape = make_student(args, run, teacher)
     cached = teacher_logits(teacher, dm)  # once; the teacher is not needed after this
-    teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, hf_last_logits(teacher), dm.test),
-                    "heldout_accuracy": accuracy(task, tokenizer, hf_last_logits(teacher), dm.heldout),
+    teacher_fn = hf_last_logits(teacher)
+    teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, teacher_fn, dm.test),
+                    "heldout_accuracy": accuracy(task, tokenizer, teacher_fn, dm.heldout),
                     **count_params_of(teacher_config(teacher))}
-    del teacher
+    del teacher, teacher_fn  # the closure holds the model too
     free(loading.resolve_device(args.device))
     at_init = student_report(student, task, tokenizer, dm, cached, args)["test_kl_to_teacher"]
     module = DistillationModule(trainable(student.cpu()), task, tokenizer, args.lr, args.temperature, args.ce_weight)

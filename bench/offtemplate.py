@@ -25,10 +25,6 @@ from tasks.base import draw_examples
 from tasks.data import Split
 
 
-def run_info(run: Path) -> Circuit:
-    return Circuit.load(run / "circuit.json")
-
-
 def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
     space = task.space(tok, template)
     return Split(template.name, tuple(draw_examples([space], n, seed, task.name, stream="off-template")))
@@ -36,7 +32,7 @@ def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
 
 def score_run(run: Path, model, tok, n: int, seed: int, device) -> list[dict]:
     """One row per off-template phrasing: its length, the full model's and the pruned model's accuracy, the KL."""
-    circuit = run_info(run)
+    circuit = Circuit.load(run / "circuit.json")
     task = get_task(circuit.task)
     pruned, _ = load_pruned(run / "pruned", device=device)
     full_fn, pruned_fn = hf_last_logits(model), (lambda ids: pruned(ids.to(device), last_only=True))
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         runs = [Path(r) for r in args.runs]
-        models = {run_info(r).model for r in runs}
+        models = {Circuit.load(r / "circuit.json").model for r in runs}
         if len(models) != 1:
             raise BenchError(f"the runs mix models ({', '.join(sorted(models))}); give runs of one model")
         device = loading.resolve_device(args.device)

@@ -15,7 +15,9 @@ from tasks.data import Split
 @pytest.fixture(scope="module")
 def ioi_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "ioi"
-    argv = ["extract", "--task", "ioi", "--n-patching", "8", "--n-val", "8", "--n-test", "8", "--out", str(out)]
+    # the default 40 patching and 40 validation prompts: the task has 14 training templates, and 8 validation
+    # prompts (what this test used when IOI was one template) gave a circuit that scored 4 of 8
+    argv = ["extract", "--task", "ioi", "--n-test", "20", "--out", str(out)]
     assert main(argv) == 0
     return out
 
@@ -24,10 +26,13 @@ def test_real_extraction_prunes_and_keeps_the_task(ioi_run):
     metrics = json.loads((ioi_run / "metrics.json").read_text())
     circuit = Circuit.load(ioi_run / "circuit.json")
     assert (circuit.n_layers, circuit.n_heads) == (30, 9)
-    assert metrics["full"]["test_accuracy"] >= 0.75  # SmolLM2 solves IOI (7 or 8 of these 8 prompts)
-    # 8 validation prompts make a noisier search than the default 40; still a real cut at little cost
-    assert metrics["pruned"]["non_embedding"] < 0.6 * metrics["full"]["non_embedding"]
+    assert metrics["full"]["test_accuracy"] >= 0.75  # SmolLM2 solves IOI (93% of 100 prompts, README)
+    # The default mean-pooled scheme on the template distribution cuts 20-30% (README: 20.2% for IOI at the
+    # default 40/40/100 prompts): a real cut at little cost.
+    assert metrics["pruned"]["non_embedding"] < 0.85 * metrics["full"]["non_embedding"]
     assert metrics["pruned"]["test_accuracy"] >= metrics["full"]["test_accuracy"] - 0.25
+    assert metrics["full"]["heldout_accuracy"] >= 0.75  # the held-out phrasings are ones the model can do
+    assert metrics["pruned"]["heldout_accuracy"] >= metrics["full"]["heldout_accuracy"] - 0.25
     assert metrics["search"]["steps"] == 300
 
 

@@ -2,8 +2,8 @@
 
 Removed heads' Q/K/V/O rows are gone; their mean contribution is a bias: one row per position (scheme
 "mean", which then takes only inputs of the lengths it was built for) or one row for every position
-("mean-pooled", any length). An attention block or MLP with nothing left is a constant and its norm is skipped. Shapes: B batch, T positions,
-d model width, nq/nkv kept query/KV heads, hd head size.
+("mean-pooled", any length). An attention block or MLP with nothing left is a constant and its norm is
+skipped. Shapes: B batch, T positions, d model width, nq/nkv kept query/KV heads, hd head size.
 """
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ class PrunedConfig:
         return self.n_positions if self.positional else 1
 
     def check_length(self, t: int) -> None:
-        lo = self.min_positions if self.positional else 1
-        if self.positional and not lo <= t <= self.n_positions:
-            raise BenchError(length_error(t, lo, self.n_positions))
+        """Refuse what the model cannot answer: per-position constants of other positions, or a longer input than
+        the model takes."""
+        if self.positional and not self.min_positions <= t <= self.n_positions:
+            raise BenchError(length_error(t, self.min_positions, self.n_positions))
         if t > self.n_positions:
             raise BenchError(f"input of {t} tokens; this model takes at most {self.n_positions}")
 
@@ -156,7 +157,8 @@ class Block(nn.Module):
         self.attn = Attention(cfg, layer) if has_attn else None
         self.ln2 = _norm(cfg) if cfg.mlps[layer] else None
         self.mlp = MLP(cfg) if cfg.mlps[layer] else None
-        # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (T, d) each.
+        # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (P, d) each:
+        # P = T per-position rows, or 1 row for every position.
         const = lambda rows: torch.zeros(rows, cfg.d_model) if rows else None  # noqa: E731
         self.register_buffer("attn_bias", const(cfg.attn_bias_rows(layer)))
         self.register_buffer("mlp_const", const(cfg.mlp_const_rows(layer)))

@@ -355,8 +355,9 @@ def markdown(result: CompareResult, plots: dict[str, list[str]]) -> str:
              f"Latency: median (p95) of {e['latency_runs']} timed forwards after {e['warmup']} warm-up, under "
              f"inference_mode, {e['timer']}; every model returns last-position logits through the same PrunedModel "
              "code path (the full model is the PrunedModel with nothing removed). Accuracy and KL (to that full "
-             "model, next-token distribution at the last position) are on the runs' test split (prompts of the training "
-             "templates that the search never saw) and on their held-out split (templates the search never saw).", ""]
+             "model, next-token distribution at the last position) are on the runs' test split (prompts of the "
+             "training templates that the search never saw) and on their held-out split (templates the search never "
+             "saw).", ""]
     for task in result.tasks:
         lines += task_section(task, plots.get(task.task, []))
     return "\n".join(lines) + "\n"

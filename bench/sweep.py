@@ -257,7 +257,8 @@ def print_sweep(result_dir: Path, console: Console) -> None:
         t.add_column(col, justify="right")
     full = r["full"]
     t.add_row("full", str(full["kept_heads"]), str(full["kept_mlps"]), f"{full['non_embedding_params']:,} (100%)",
-              f"{full['test_accuracy']:.1%}", f"{full['heldout_accuracy']:.1%}", "0", "0", "", *(["", ""] if roc else []))
+              f"{full['test_accuracy']:.1%}", f"{full['heldout_accuracy']:.1%}", "0", "0", "",
+              *(["", ""] if roc else []))
     for row in r["rows"]:
         extra = [f"{row['tpr']:.2f}", f"{row['fpr']:.2f}"] if roc else []
         t.add_row(f"{row['alpha']:g}", str(row["kept_heads"]), str(row["kept_mlps"]),

@@ -3,7 +3,7 @@ and judges greedy answers.
 
 A template is one phrasing of the task. Training templates feed the patching, validation and test splits;
 held-out templates feed only `test-heldout`, which the search never sees. Every prompt of a task has one token
-length (the per-position mean ablation needs it), so `Task.templates_for` keeps the templates whose prompts
+length (the per-position mean ablation needs it), so `Task.spaces` keeps the templates whose prompts
 have the length most training templates share for this tokenizer."""
 from __future__ import annotations
 

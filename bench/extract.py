@@ -10,14 +10,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from bench.evaluate import accuracy, kl_to
-from bench.extraction import ExtractionModule
+from bench.evaluate import BATCH_SIZE, accuracy, kl_to
+from bench.extraction import ExtractionModule, SearchProgress
+from bench.memory import GB, check_fits
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import arch, loading
 from models.ablation import Means, collect_means
@@ -52,6 +52,9 @@ class SearchOptions:
         overwrite: replace an existing output directory.
         device: cpu, cuda, cuda:N or auto.
         dtype: float32 (default), bfloat16 or float16.
+        batch_size: prompts per forward (means, search, evaluation); the circuit does not depend on it.
+        cache_gb: activations kept between candidates, in GB; batches beyond it are recomputed for every candidate
+            (slower, the same circuit).
     """
 
     task: str
@@ -65,14 +68,18 @@ class SearchOptions:
     overwrite: bool = False
     device: str = "auto"
     dtype: str = "float32"
+    batch_size: int = BATCH_SIZE
+    cache_gb: float = 2.0
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown task -> BenchError
         if self.ablation not in SCHEMES:
             raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
-        for name in ("n_patching", "n_val", "n_test"):
+        for name in ("n_patching", "n_val", "n_test", "batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        if not (math.isfinite(self.cache_gb) and self.cache_gb >= 0):
+            raise BenchError(f"--cache-gb must be a finite number >= 0, got {self.cache_gb}")
         loading.resolve_dtype(self.dtype)
 
 
@@ -108,42 +115,49 @@ class ExtractArgs(SearchOptions):
         return default_dir(f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}{parts}-s{self.seed}", self)
 
 
-def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str) -> Means:
-    """Means over the patching set. Tasks answered in several tokens need the later positions too:
+def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str, batch_size: int) -> Means:
+    """Means over the patching set, in batches. Tasks answered in several tokens need the later positions too:
     the prompts are extended with the full model's own greedy tokens."""
-    ids = dm.patching.input_ids.to(next(model.parameters()).device)
+    ids = dm.patching.input_ids
     prompt_len, n_extra = ids.shape[1], task.n_new(tokenizer) - 1
     if n_extra > 0:
-        ids = torch.cat([ids, greedy(hf_last_logits(model), ids, n_extra)], dim=1)
-    return collect_means(model, ids, scheme, min_len=prompt_len)
+        full = hf_last_logits(model)
+        ids = torch.cat([torch.cat([b, greedy(full, b, n_extra).cpu()], dim=1) for b in ids.split(batch_size)])
+    return collect_means(model, ids, scheme, min_len=prompt_len, batch_size=batch_size)
 
 
-def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means, run: Path) -> tuple[Search, float]:
-    """Algorithm 1 under a Lightning Trainer (TensorBoard + rich progress); returns the search and its wall time."""
+def trainer_for(device: torch.device, logger: TensorBoardLogger | None, epochs: int) -> L.Trainer:
+    """A Trainer that only loops: on `device`, one epoch per candidate, our progress bar, no checkpoints."""
+    accelerator, devices = {"cuda": ("gpu", [device.index or 0]), "mps": ("mps", 1)}.get(device.type, ("cpu", 1))
+    return L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=logger or False,
+                     callbacks=[SearchProgress()], enable_progress_bar=False, enable_checkpointing=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+
+
+def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
+                   logger: TensorBoardLogger | None) -> tuple[Search, float]:
+    """Algorithm 1 under a Lightning Trainer: the DataModule feeds the validation prompts in batches, one epoch per
+    candidate. Returns the search and its wall time."""
     device = next(model.parameters()).device
-    scorer = ENGINES[args.engine](model, dm.val.input_ids.to(device), means)
+    scorer = ENGINES[args.engine](model, dm.val.input_ids, means, args.batch_size, args.cache_gb * GB)
     s = pruned_config(model, (), means)
     search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha)
-    module = ExtractionModule(search, s)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=TensorBoardLogger(run, name="tb", version=""),
-                        callbacks=[RichProgressBar()], enable_checkpointing=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=module.candidates())
+    trainer_for(device, logger, len(search.order)).fit(ExtractionModule(search, s), dm.val_dataloader())
     return search, time.perf_counter() - start
 
 
 def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:
     """Accuracy of the full and the pruned model, and the pruned model's KL to the full one, on the test split
-    (training templates) and on test-heldout (held-out templates)."""
-    device = next(model.parameters()).device
+    (training templates) and on test-heldout (held-out templates), in batches of the DataModule's batch size."""
+    device, bs = next(model.parameters()).device, dm.batch_size or BATCH_SIZE
     full_fn = hf_last_logits(model)
     pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
     full, cut = dict(full_params), dict(count_params(pruned))
     for prefix, split in (("test", dm.test), ("heldout", dm.heldout)):
-        full[f"{prefix}_accuracy"] = accuracy(task, tokenizer, full_fn, split)
-        cut[f"{prefix}_accuracy"] = accuracy(task, tokenizer, pruned_fn, split)
-        cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split)
+        full[f"{prefix}_accuracy"] = accuracy(task, tokenizer, full_fn, split, bs)
+        cut[f"{prefix}_accuracy"] = accuracy(task, tokenizer, pruned_fn, split, bs)
+        cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split, bs)
     return {"full": full, "pruned": cut}
 
 
@@ -166,9 +180,11 @@ def prepare(args: SearchOptions) -> Prepared:
     device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
     model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
     shape, task = arch.check_supported(model), get_task(args.task)
-    dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
+    t = task.spaces(tokenizer, heldout=False)[0].length + task.n_new(tokenizer) - 1
+    check_fits(shape, t, args.n_val, args.batch_size, args.cache_gb, device, dtype.itemsize)
+    dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed, args.batch_size)
     dm.setup()
-    means = patching_means(model, task, tokenizer, dm, args.ablation)
+    means = patching_means(model, task, tokenizer, dm, args.ablation, args.batch_size)
     return Prepared(model, tokenizer, task, dm, means, shape, device)
 
 
@@ -179,8 +195,10 @@ def extract(args: ExtractArgs) -> Path:
     p = prepare(args)
     model, tokenizer, task, dm, means, shape, device = (p.model, p.tokenizer, p.task, p.dm, p.means, p.shape,
                                                          p.device)
+    resolved = {**asdict(args), "out": str(out), "device": str(device)}  # what ran, not what was typed
     with publishing(out, args.overwrite) as run:
-        search, wall = search_circuit(args, model, dm, means, run)
+        logger = tb_logger(run, resolved)
+        search, wall = search_circuit(args, model, dm, means, logger)
         circuit = Circuit.from_removed(
             set(search.removed), model=args.model, task=args.task, alpha=args.alpha, ablation=args.ablation,
             include_mlps=args.include_mlps, seed=args.seed, n_layers=shape.n_layers, n_heads=shape.n_heads)
@@ -189,9 +207,31 @@ def extract(args: ExtractArgs) -> Path:
         metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params)
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
-        resolved = {**asdict(args), "out": str(out), "device": str(device)}  # what ran, not what was typed
         write_run(run, resolved, circuit, pruned, metrics, dm, search)
+        log_final(logger, metrics, len(search.order))
     return out
+
+
+FINAL = tuple(f"final/{k}" for k in ("full_test_accuracy", "full_heldout_accuracy", "pruned_test_accuracy",
+                                      "pruned_heldout_accuracy", "pruned_test_kl_to_full",
+                                      "pruned_heldout_kl_to_full", "non_embedding_cut"))
+
+
+def tb_logger(run: Path, resolved: dict) -> TensorBoardLogger:
+    """TensorBoard under run/tb, with the resolved options as hparams. The final test metrics are declared with
+    them (NaN until `log_final`, as Lightning has it), so TensorBoard's HPARAMS tab shows them side by side."""
+    logger = TensorBoardLogger(run, name="tb", version="", default_hp_metric=False)
+    logger.log_hyperparams({k: v for k, v in resolved.items() if v is not None}, metrics=dict.fromkeys(FINAL, math.nan))
+    return logger
+
+
+def log_final(logger: TensorBoardLogger, metrics: dict, step: int) -> None:
+    """The final test metrics, at the step after the last candidate."""
+    full, cut = metrics["full"], metrics["pruned"]
+    values = [full["test_accuracy"], full["heldout_accuracy"], cut["test_accuracy"], cut["heldout_accuracy"],
+              cut["test_kl_to_full"], cut["heldout_kl_to_full"], 1 - cut["non_embedding"] / full["non_embedding"]]
+    logger.log_metrics(dict(zip(FINAL, map(float, values))), step=step)
+    logger.finalize("success")
 
 
 def write_run(run: Path, args: dict, circuit: Circuit, pruned, metrics: dict, dm, search: Search) -> None:

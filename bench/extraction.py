@@ -1,30 +1,39 @@
-"""Circuit extraction as a LightningModule: each training step decides one component of Algorithm 1."""
+"""Circuit extraction as a LightningModule: one epoch per candidate component of Algorithm 1.
+
+The training batches are the validation prompts, fed in batches by the task's DataModule. Each step adds its
+batch's KL (full model || candidate ablated on top of what is removed) to the epoch's sum; at the end of the epoch
+the candidate is decided. Memory is bounded by the batch (and the scorer's cache budget), not by the prompts.
+"""
 from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.callbacks import Callback
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from models.pruned import PrunedConfig, count_params_of
-from models.search import Search, Step
+from models.search import BatchedScorer, Search, Step
 from models.types import Component
 
 
 class ExtractionModule(L.LightningModule):
-    """Drives a `Search`; logs each decision to TensorBoard and the progress bar.
+    """Drives a `Search` whose scorer is a `BatchedScorer`; logs each decision through the Lightning logger.
 
-    It holds no trainable parameters and never optimises: the Trainer is the loop, the logger and the
-    progress bar. `base_cfg` is the unpruned PrunedConfig, used to count parameters at every step.
+    It holds no trainable parameters and never optimises: the Trainer is the loop, the device and the logger.
+    `base_cfg` is the unpruned PrunedConfig, used to count the parameters left after every decision.
     """
 
     def __init__(self, search: Search, base_cfg: PrunedConfig):
         super().__init__()
+        if not isinstance(search.scorer, BatchedScorer):
+            raise TypeError("ExtractionModule needs a BatchedScorer (FastScorer or HookScorer)")
         self.search, self.base_cfg = search, base_cfg
         self.automatic_optimization = False
-
-    def candidates(self) -> DataLoader:
-        """One item per candidate component: the 'epoch' is one pass of Algorithm 1."""
-        return DataLoader(list(range(len(self.search.order))), batch_size=None, shuffle=False)
+        self.params = self.remaining_params()
+        self._kl, self._n = 0.0, 0
 
     def remaining_params(self) -> int:
         removed, cfg = self.search.removed, self.base_cfg
@@ -33,25 +42,72 @@ class ExtractionModule(L.LightningModule):
         pruned = PrunedConfig(**{**cfg.to_dict(), "heads": heads, "mlps": mlps})
         return count_params_of(pruned)["non_embedding"]
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        step = self.search.step()
-        params = self.remaining_params()
-        self._log_tensorboard(step, params)
-        self.log_dict({"kl": step.kl, "removed": float(len(self.search.removed)), "params": float(params)},
-                      prog_bar=True, logger=False, on_step=True, batch_size=1)
+    def on_train_epoch_start(self) -> None:
+        self._kl, self._n = 0.0, 0
 
-    def _log_tensorboard(self, step: Step, params: int) -> None:
-        if self.logger is None:
-            return
-        tb, i, c = self.logger.experiment, step.index, step.component
-        tb.add_scalar("search/kl", step.kl, i)
-        tb.add_scalar("search/delta_kl", step.delta, i)
-        tb.add_scalar("search/kept", float(not step.removed), i)
-        tb.add_scalar("search/candidate_layer", c.layer, i)
-        tb.add_scalar("search/candidate_head", -1 if c.is_mlp else c.head, i)
-        tb.add_scalar("search/non_embedding_params", params, i)
-        tb.add_text("search/decision", f"{c}: {'removed' if step.removed else 'kept'} "
-                                       f"(ΔKL {step.delta:+.5f}, KL {step.kl:.5f})", i)
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        ids = batch["input_ids"]  # (B, T)
+        state = self.search.removed | {self.search.candidate}
+        self._kl += self.search.scorer.batch_kl(state, batch_idx, ids)
+        self._n += ids.shape[0]
+
+    def on_train_epoch_end(self) -> None:
+        step = self.search.decide(self._kl / self._n)
+        self.params = self.remaining_params()
+        if self.logger is not None:
+            self.logger.log_metrics(self.metrics(step), step=step.index)
+
+    def metrics(self, step: Step) -> dict[str, float]:
+        c = step.component
+        return {"search/kl": self.search.kl, "search/candidate_kl": step.kl, "search/delta_kl": step.delta,
+                "search/kept": float(not step.removed), "search/removed": len(self.search.removed),
+                "search/non_embedding_params": self.params, "search/candidate_layer": c.layer,
+                "search/candidate_head": -1 if c.is_mlp else c.head}
 
     def configure_optimizers(self) -> None:
         return None
+
+
+class SearchProgress(Callback):
+    """A live display: 'candidate i/N L12.H3' with a bar of the candidates (and one of the batches when there are
+    several), with a line under it for the kept state: its KL, what is removed and the parameters left."""
+
+    def __init__(self) -> None:
+        self.live: Live | None = None
+
+    def on_train_start(self, trainer: L.Trainer, module: ExtractionModule) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn())
+        self.state = Text()
+        self.candidates = self.progress.add_task("candidates", total=len(module.search.order))
+        n_batches = int(trainer.num_training_batches)
+        self.batches = self.progress.add_task("  batches", total=n_batches, visible=n_batches > 1)
+        self.live = Live(Group(self.progress, self.state), refresh_per_second=4)
+        self.live.start()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: ExtractionModule) -> None:
+        s = module.search
+        self.progress.update(self.candidates, completed=len(s.steps), description=f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}")
+        self.progress.reset(self.batches)
+        self._show(module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.progress.advance(self.batches)
+
+    def on_train_end(self, trainer: L.Trainer, module: ExtractionModule) -> None:
+        self.progress.update(self.candidates, completed=len(module.search.steps), description="search done")
+        self._show(module)
+        self.stop()
+
+    def on_exception(self, trainer, module, exception) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def _show(self, module: ExtractionModule) -> None:
+        s = module.search
+        self.state.plain = (f"kept state: KL {s.kl:.4f} · removed {len(s.removed)} of {len(s.steps)} decided · "
+                            f"{module.params:,} non-embedding params")

@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, prepare, search_circuit,
-                           templates, versions)
+from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, log_final, prepare,
+                           search_circuit, tb_logger, templates, versions)
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import published
 from models.pruned import count_params_of
@@ -97,7 +97,9 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
     """Algorithm 1 at one alpha from scratch; writes its circuit.json (and TensorBoard log). (row, full metrics)."""
     where = run / alpha_dir(alpha)
     where.mkdir()
-    search, wall = search_circuit(args.extract_args(alpha), ctx.model, ctx.dm, ctx.means, where)
+    one = args.extract_args(alpha)
+    logger = tb_logger(where, {**asdict(one), "out": str(where), "device": str(ctx.device)})
+    search, wall = search_circuit(one, ctx.model, ctx.dm, ctx.means, logger)
     s = ctx.shape
     circuit = Circuit.from_removed(
         set(search.removed), model=args.model, task=args.task, alpha=alpha, ablation=args.ablation,
@@ -105,6 +107,7 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
     (where / "circuit.json").write_text(circuit.to_json())
     pruned = prune(ctx.model, search.removed, ctx.means, meta={"task": args.task, "model": args.model})
     m = evaluate_models(ctx.task, ctx.tokenizer, ctx.model, pruned, ctx.dm, full_params)
+    log_final(logger, m, len(search.order))
     p = m["pruned"]
     row = {"alpha": alpha, "kept_heads": len(circuit.heads), "kept_mlps": len(circuit.mlps),
            "non_embedding_params": p["non_embedding"],

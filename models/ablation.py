@@ -61,37 +61,48 @@ def no_means() -> Means:
 
 
 @torch.inference_mode()
-def collect_means(model: nn.Module, ids: torch.Tensor, scheme: str, min_len: int | None = None) -> Means:
+def collect_means(model: nn.Module, ids: torch.Tensor, scheme: str, min_len: int | None = None,
+                  batch_size: int | None = None) -> Means:
     """Means of every head's z and every MLP's output over `ids` (N, T): per position for "mean", over every
     position for "mean-pooled", zeros for "zero". `min_len` (default T) is the prompt length when `ids` also
-    holds answer tokens, so that the positional means cover prompts of min_len..T tokens."""
+    holds answer tokens, so that the positional means cover prompts of min_len..T tokens. The prompts go through
+    in batches of `batch_size` (default: all at once); each batch's fp32 sums are added up in float64, so the means
+    do not depend on the batch size beyond fp32 summation order."""
     if scheme not in SCHEMES:
         raise BenchError(f"unknown ablation scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     s = arch.shape_of(model)
     n, t = ids.shape
     rows = t if scheme in POSITIONAL else 1
+    z = torch.zeros(s.n_layers, rows, s.n_heads * s.head_dim, dtype=torch.float64)  # on the CPU: MPS has no float64
+    out = torch.zeros(s.n_layers, rows, s.d_model, dtype=torch.float64)
+    if scheme != "zero":
+        _sum_outputs(model, ids, scheme in POSITIONAL, z, out, batch_size or max(1, n))
+    count = n if scheme in POSITIONAL else n * t
     kw = dict(dtype=_dtype(model), device=_device(model))
-    z = torch.zeros(s.n_layers, rows, s.n_heads, s.head_dim, **kw)
-    out = torch.zeros(s.n_layers, rows, s.d_model, **kw)
-    means = Means(z, out, scheme, t if min_len is None else min_len)
-    if scheme == "zero":
-        return means
-    dims = (0,) if scheme in POSITIONAL else (0, 1)  # over prompts, or over prompts and positions
+    return Means((z / count).view(s.n_layers, rows, s.n_heads, s.head_dim).to(**kw), (out / count).to(**kw),
+                 scheme, t if min_len is None else min_len)
+
+
+def _sum_outputs(model: nn.Module, ids: torch.Tensor, positional: bool, z: torch.Tensor, out: torch.Tensor,
+                 batch_size: int) -> None:
+    """Add every layer's z (into z, (L, P, nh*hd)) and MLP output (into out, (L, P, d)) summed over the prompts
+    of `ids`, and over positions too unless `positional`."""
+    dims = (0,) if positional else (0, 1)
     handles = []
     for l, block in enumerate(arch.blocks(model)):
         def grab_z(mod, args, l=l):
-            z[l] = args[0].float().mean(dims).view(rows, s.n_heads, s.head_dim).to(z.dtype)
+            z[l] += args[0].float().sum(dims).view(z.shape[1:]).cpu().double()
 
         def grab_mlp(mod, args, output, l=l):
-            out[l] = output.float().mean(dims).view(rows, s.d_model).to(out.dtype)
+            out[l] += output.float().sum(dims).view(out.shape[1:]).cpu().double()
         handles += [arch.out_proj(block).register_forward_pre_hook(grab_z),
                     arch.mlp(block).register_forward_hook(grab_mlp)]
     try:
-        model(ids.to(_device(model)))
+        for batch in ids.split(batch_size):
+            model(batch.to(_device(model)), logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()
-    return means
 
 
 @contextmanager
@@ -133,7 +144,7 @@ def hooked_logits(model: nn.Module, ids: torch.Tensor, removed: Iterable[Compone
                   last_only: bool = True) -> torch.Tensor:
     """Logits of the ablated model: (N, V) at the last position, or (N, T, V)."""
     with ablated(model, removed, means):
-        logits = model(ids.to(_device(model))).logits
+        logits = model(ids.to(_device(model)), logits_to_keep=1 if last_only else 0).logits
     return logits[:, -1] if last_only else logits
 
 

@@ -5,8 +5,12 @@ is intact. A forward for a candidate therefore starts at layer l from the full m
 stream, reuses layer l's per-head outputs (computed once), and runs the layers above as truly pruned
 blocks, which cost nothing for what is already removed. Only the last position is unembedded.
 `FastScorer(removed)` is a pure function of `removed`, like `HookScorer`, so the two can be compared.
+The cached activations are per batch of validation prompts and bounded like every `BatchedScorer`'s.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -14,62 +18,83 @@ from torch import nn
 from models import arch
 from models.ablation import Means
 from models.pruned import Block, PrunedModel, last_attention, run_to_last
-from models.search import kl_last
+from models.search import BatchedScorer, kl_sum, nbytes
 from models.surgery import fill_block, prune, pruned_config
 from models.types import Component
 
 
-class FastScorer:
-    def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means):
+@dataclass
+class _Acts:
+    """What one batch of validation prompts needs for every candidate: the full model's residual stream entering
+    each layer, its last-position logits, and the per-head outputs of the layer now being decided."""
+
+    resid: list[torch.Tensor]  # (B, T, d) per layer
+    ref: torch.Tensor  # (B, V)
+    n_heads: int
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (nh, B, T, d), one layer at a time
+
+    @property
+    def nbytes(self) -> int:  # one layer's head outputs are counted up front: they come with the first candidate
+        return nbytes(self.resid) + nbytes(self.ref) + self.n_heads * nbytes(self.resid[0])
+
+
+class FastScorer(BatchedScorer):
+    def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means, batch_size: int | None = None,
+                 cache_bytes: float = math.inf):
         self.model, self.means, self.shape = model, means, arch.check_supported(model)
         means.check_length(ids.shape[1])
         self.base: PrunedModel = prune(model, (), means)  # full weights, our module form
-        with torch.inference_mode():
-            x, self.rope = self.base.embed(ids.to(next(model.parameters()).device))
-            self.resid = []  # residual stream entering each layer, (N, T, d) each
-            for block in self.base.blocks:
-                self.resid.append(x)
-                x = block(x, self.rope)
-            self.ref = self.base.unembed(x[:, -1])  # (N, V)
         self.t = ids.shape[1]
         self._tail: dict[int, tuple[frozenset, Block]] = {}
-        self._layer: tuple[int, torch.Tensor, torch.Tensor] | None = None
-        self.forwards = 0
+        self._ablated: tuple[int, torch.Tensor] | None = None
+        p = next(model.parameters())
+        self.rope = self.base.embed(ids[:1, :].to(p.device))[1]  # the same for every batch: one length
+        super().__init__(ids, batch_size, cache_bytes)
 
-    def __call__(self, removed: frozenset[Component]) -> float:
-        self.forwards += 1
+    @torch.inference_mode()
+    def build(self, ids: torch.Tensor) -> _Acts:
+        x = self.base.embed(ids.to(next(self.model.parameters()).device))[0]
+        resid = []
+        for block in self.base.blocks:
+            resid.append(x)
+            x = block(x, self.rope)
+        return _Acts(resid, self.base.unembed(x[:, -1]), self.shape.n_heads)
+
+    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+        self.count(i)
         if not removed:
             return 0.0
+        acts = self.cache.get(i, ids)
         layer = min(c.layer for c in removed)  # every layer below it is intact
         tail = [self._block(l, removed) for l in range(layer + 1, self.shape.n_layers)]
         with torch.inference_mode():
             # With no attention left above, positions no longer mix: the last one only, from this layer on.
-            x = self._layer_out(layer, removed, last_only=last_attention(tail) < 0)
+            x = self._layer_out(acts, layer, removed, last_only=last_attention(tail) < 0)
             x = run_to_last(tail, x, self.rope, self.t)
-            return kl_last(self.ref, self.base.unembed(x[:, -1]))
+            return kl_sum(acts.ref, self.base.unembed(x[:, -1]))
 
-    def _head_outputs(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each head's output, (nh, N, T, d), and each head's ablated output, (nh, T, d), for `layer`."""
-        if self._layer is None or self._layer[0] != layer:
-            block, s = self.base.blocks[layer], self.shape
-            wo = block.attn.o.weight.view(s.d_model, s.n_heads, s.head_dim)  # (d, nh, hd)
-            z = block.attn.heads_z(block.ln1(self.resid[layer]), self.rope)  # (N, nh, T, hd)
-            outs = torch.einsum("nhtk,dhk->hntd", z, wo)
-            ablated = torch.einsum("thk,dhk->htd", self.means.z_rows(layer, 0, self.t).to(wo), wo)
-            self._layer = (layer, outs, ablated)
-        return self._layer[1], self._layer[2]
+    def _head_outputs(self, acts: _Acts, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each head's output, (nh, B, T, d), and each head's ablated output, (nh, T, d), for `layer`."""
+        block, s = self.base.blocks[layer], self.shape
+        wo = block.attn.o.weight.view(s.d_model, s.n_heads, s.head_dim)  # (d, nh, hd)
+        if layer not in acts.heads:
+            z = block.attn.heads_z(block.ln1(acts.resid[layer]), self.rope)  # (B, nh, T, hd)
+            acts.heads = {layer: torch.einsum("nhtk,dhk->hntd", z, wo)}
+        if self._ablated is None or self._ablated[0] != layer:
+            self._ablated = (layer, torch.einsum("thk,dhk->htd", self.means.z_rows(layer, 0, self.t).to(wo), wo))
+        return acts.heads[layer], self._ablated[1]
 
-    def _layer_out(self, layer: int, removed: frozenset[Component], last_only: bool) -> torch.Tensor:
-        """The residual stream leaving `layer` with its removed heads and MLP ablated, (N, T, d),
-        or (N, 1, d) at the last position when nothing above mixes positions."""
-        outs, ablated = self._head_outputs(layer)
+    def _layer_out(self, acts: _Acts, layer: int, removed: frozenset[Component], last_only: bool) -> torch.Tensor:
+        """The residual stream leaving `layer` with its removed heads and MLP ablated, (B, T, d),
+        or (B, 1, d) at the last position when nothing above mixes positions."""
+        outs, ablated = self._head_outputs(acts, layer)
         gone = torch.tensor([Component(layer, h) in removed for h in range(self.shape.n_heads)],
                             device=outs.device)  # (nh,)
-        attn = torch.where(gone[:, None, None, None], ablated[:, None], outs).sum(0)  # (N, T, d)
+        attn = torch.where(gone[:, None, None, None], ablated[:, None], outs).sum(0)  # (B, T, d)
         block = self.base.blocks[layer]
         if block.attn.o.bias is not None:
             attn = attn + block.attn.o.bias
-        x = self.resid[layer] + attn
+        x = acts.resid[layer] + attn
         if last_only:
             x = x[:, -1:]
         if Component(layer) in removed:
@@ -82,8 +107,8 @@ class FastScorer:
         cached = self._tail.get(layer)
         if cached is None or cached[0] != key:
             cfg = pruned_config(self.model, key, self.means)
-            ref = self.resid[0]
-            block = Block(cfg, layer).to(device=ref.device, dtype=ref.dtype)
+            p = next(self.model.parameters())
+            block = Block(cfg, layer).to(device=p.device, dtype=p.dtype)
             fill_block(block, arch.blocks(self.model)[layer], self.shape, cfg, self.means, layer)
             self._tail[layer] = cached = (key, block)
         return cached[1]

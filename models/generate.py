@@ -21,4 +21,4 @@ def greedy(logits_fn: LogitsFn, ids: torch.Tensor, n_new: int) -> torch.Tensor:
 
 def hf_last_logits(model: torch.nn.Module) -> LogitsFn:
     device = next(model.parameters()).device
-    return lambda ids: model(ids.to(device)).logits[:, -1]
+    return lambda ids: model(ids.to(device), logits_to_keep=1).logits[:, -1]  # (N, V), no (N, T, V) logits

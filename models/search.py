@@ -3,11 +3,17 @@
 A `Scorer` maps a set of removed components to KL(full || ablated) of the next-token distribution at
 the last position, averaged over the validation prompts. Any scorer (hooks on HF, TransformerLens
 hooks, the fast engine) plugs into the same `Search`, so they can be checked against each other.
+
+The validation prompts are scored in batches: a `BatchedScorer` sums each batch's KLs (`batch_kl`) and divides
+by the number of prompts, so the KL, and so the circuit, does not depend on the batch size (up to fp summation
+order). What a batch needs again for every candidate (the full model's logits, cached activations) is kept
+while it fits a byte budget and rebuilt otherwise: memory is bounded by the batch and the budget, not the data.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Generic, Iterable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +23,78 @@ from models.ablation import Means, hooked_logits
 from models.types import Component
 
 Scorer = Callable[[frozenset[Component]], float]
+Item = TypeVar("Item")
+
+
+def kl_sum(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
+    """Sum over prompts of KL(ref || other) between next-token distributions; logits (N, V)."""
+    ref = F.log_softmax(ref_logits.double(), dim=-1)
+    cur = F.log_softmax(logits.double(), dim=-1)
+    return float((ref.exp() * (ref - cur)).sum())
 
 
 def kl_last(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
     """Mean over prompts of KL(ref || other) between next-token distributions; logits (N, V)."""
-    ref = F.log_softmax(ref_logits.double(), dim=-1)
-    cur = F.log_softmax(logits.double(), dim=-1)
-    return float((ref.exp() * (ref - cur)).sum(-1).mean())
+    return kl_sum(ref_logits, logits) / ref_logits.shape[0]
+
+
+def nbytes(item) -> int:
+    """Bytes held by the tensors in `item` (a tensor, a list/tuple/dict of them, or an object with `nbytes`)."""
+    if isinstance(item, torch.Tensor):
+        return item.numel() * item.element_size()
+    if isinstance(item, (list, tuple)):
+        return sum(nbytes(x) for x in item)
+    if isinstance(item, dict):
+        return sum(nbytes(x) for x in item.values())
+    return int(getattr(item, "nbytes", 0))
+
+
+class BatchCache(Generic[Item]):
+    """`build(ids)` for batch i, kept while the kept items total at most `budget` bytes; later ones are rebuilt
+    on every call (same values, more compute)."""
+
+    def __init__(self, build: Callable[[torch.Tensor], Item], budget: float):
+        self.build, self.budget, self.used = build, budget, 0
+        self.kept: dict[int, tuple[torch.Tensor, Item]] = {}
+        self.rebuilt = 0
+
+    def get(self, i: int, ids: torch.Tensor) -> Item:
+        if i in self.kept:
+            seen, item = self.kept[i]
+            if seen.shape != ids.shape or not torch.equal(seen, ids.to(seen.device)):
+                raise RuntimeError(f"batch {i} changed between calls; batches must come in a fixed order")
+            return item
+        item = self.build(ids)
+        size = nbytes(item)
+        if self.used + size <= self.budget:
+            self.kept[i], self.used = (ids.clone(), item), self.used + size
+        else:
+            self.rebuilt += 1
+        return item
+
+
+class BatchedScorer:
+    """A `Scorer` over `ids` (N, T) split into batches of `batch_size`: `batch_kl(removed, i, ids)` is the sum of
+    the KLs of batch i, `__call__` their mean over all N prompts. `cache_bytes` bounds what is kept between calls.
+    `forwards` counts scored states (one per pass over the batches)."""
+
+    def __init__(self, ids: torch.Tensor, batch_size: int | None = None, cache_bytes: float = math.inf):
+        self.batches = ids.split(batch_size or max(1, ids.shape[0]))
+        self.n = ids.shape[0]
+        self.cache: BatchCache = BatchCache(self.build, cache_bytes)
+        self.forwards = 0
+
+    def build(self, ids: torch.Tensor):
+        raise NotImplementedError
+
+    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def __call__(self, removed: frozenset[Component]) -> float:
+        return sum(self.batch_kl(removed, i, b) for i, b in enumerate(self.batches)) / self.n
+
+    def count(self, i: int) -> None:
+        self.forwards += i == 0
 
 
 @dataclass(frozen=True)
@@ -46,15 +117,22 @@ class Search:
         self.kl = scorer(self.removed)  # 0 for an exact scorer; kept for honesty
         self.steps: list[Step] = []
 
-    def step(self) -> Step:
-        c = self.order[len(self.steps)]
-        kl = self.scorer(self.removed | {c})
-        delta = kl - self.kl
+    @property
+    def candidate(self) -> Component:
+        """The next component to decide."""
+        return self.order[len(self.steps)]
+
+    def decide(self, kl: float) -> Step:
+        """Decide `candidate`, given the KL with it ablated on top of `removed`."""
+        c, delta = self.candidate, kl - self.kl
         step = Step(len(self.steps), c, kl, delta, delta < self.alpha)
         if step.removed:
             self.removed, self.kl = self.removed | {c}, kl
         self.steps.append(step)
         return step
+
+    def step(self) -> Step:
+        return self.decide(self.scorer(self.removed | {self.candidate}))
 
     def scored_states(self) -> list[frozenset[Component]]:
         """Every removed set the scorer was asked about, in order, the empty start included."""
@@ -74,14 +152,17 @@ class Search:
         return self.removed
 
 
-class HookScorer:
-    """The plain reference: one full forward of the HF model with ablation hooks per call."""
+class HookScorer(BatchedScorer):
+    """The plain reference: one full forward of the HF model with ablation hooks per batch and call."""
 
-    def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means):
-        self.model, self.ids, self.means = model, ids, means
-        self.ref = hooked_logits(model, ids, (), means)  # (N, V) full model
-        self.forwards = 0
+    def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means, batch_size: int | None = None,
+                 cache_bytes: float = math.inf):
+        self.model, self.means = model, means
+        super().__init__(ids, batch_size, cache_bytes)
 
-    def __call__(self, removed: frozenset[Component]) -> float:
-        self.forwards += 1
-        return kl_last(self.ref, hooked_logits(self.model, self.ids, removed, self.means))
+    def build(self, ids: torch.Tensor) -> torch.Tensor:
+        return hooked_logits(self.model, ids, (), self.means)  # (B, V): the full model
+
+    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+        self.count(i)
+        return kl_sum(self.cache.get(i, ids), hooked_logits(self.model, ids, removed, self.means))

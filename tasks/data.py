@@ -113,16 +113,18 @@ class _Rows(Dataset):
 
 
 class TaskDataModule(L.LightningDataModule):
-    """Each dataloader yields its whole split as one batch {"input_ids": (N, T) long, "targets": (N,) long}."""
+    """Each dataloader yields its split in order, in batches {"input_ids": (B, T) long, "targets": (B,) long} of
+    `batch_size` examples (None: the whole split as one batch)."""
 
     def __init__(self, task: str | Task, tokenizer: Tokenizer, n_patching: int = DEFAULT_N["patching"],
-                 n_val: int = DEFAULT_N["val"], n_test: int = DEFAULT_N["test"], seed: int = 0) -> None:
+                 n_val: int = DEFAULT_N["val"], n_test: int = DEFAULT_N["test"], seed: int = 0,
+                 batch_size: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
         self.task = task if isinstance(task, Task) else get_task(task)
         self.tokenizer = tokenizer
         self.sizes = (n_patching, n_val, n_test)
-        self.seed = seed
+        self.seed, self.batch_size = seed, batch_size
         self.splits: dict[str, Split] | None = None
 
     @classmethod
@@ -151,7 +153,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def _loader(self, name: str) -> DataLoader:
         split = self.split(name)
-        return DataLoader(_Rows(split), batch_size=len(split), shuffle=False)
+        return DataLoader(_Rows(split), batch_size=self.batch_size or len(split), shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("patching")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from bench import memory
 from bench.cli import main
 from bench.extract import ExtractArgs
 
@@ -119,8 +120,8 @@ def tree(root: Path) -> dict[str, bytes | None]:
 def tb_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (event_file,) = (run / "tb").glob("events.out.tfevents.*")
-    acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})  # every event file of the run
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -199,13 +200,32 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
         set() if include_mlps else {f"L{l}.MLP" for l in range(n_layers)})
     assert all(s["removed"] == (s["delta"] < float(alpha)) for s in steps)
 
-    scalars = tb_scalars(out)
-    for tag in ("search/kl", "search/non_embedding_params"):
-        assert [step for step, _ in scalars[tag]] == list(range(len(order))), tag
-    assert [v for _, v in scalars["search/kl"]] == pytest.approx([s["kl"] for s in steps], rel=1e-5, abs=1e-7)
-    params = [v for _, v in scalars["search/non_embedding_params"]]
-    assert params == sorted(params, reverse=True) and params[-1] == pruned["non_embedding"]
+    check_tensorboard(out, steps, m, len(order))
     return c
+
+
+def check_tensorboard(out: Path, steps: list[dict], m: dict, n_steps: int) -> None:
+    """One point per candidate; search/kl is the kept state's KL and ends at the search's; final test metrics and
+    the resolved options (hparams.yaml) are there too."""
+    scalars = tb_scalars(out)
+    for tag in ("search/kl", "search/candidate_kl", "search/removed", "search/non_embedding_params"):
+        assert [step for step, _ in scalars[tag]] == list(range(n_steps)), tag
+    kept, running = 0.0, []
+    for s in steps:
+        kept = s["kl"] if s["removed"] else kept
+        running.append(kept)
+    assert [v for _, v in scalars["search/kl"]] == pytest.approx(running, rel=1e-5, abs=1e-7)
+    assert scalars["search/kl"][-1][1] == pytest.approx(m["search"]["val_kl"], rel=1e-5, abs=1e-7)
+    assert [v for _, v in scalars["search/candidate_kl"]] == pytest.approx([s["kl"] for s in steps], rel=1e-5,
+                                                                             abs=1e-7)
+    assert [v for _, v in scalars["search/removed"]] == [sum(s["removed"] for s in steps[:i + 1])
+                                                         for i in range(n_steps)]
+    params = [v for _, v in scalars["search/non_embedding_params"]]
+    assert params == sorted(params, reverse=True) and params[-1] == m["pruned"]["non_embedding"]
+    assert scalars["final/pruned_test_accuracy"][-1][1] == pytest.approx(m["pruned"]["test_accuracy"])
+    assert scalars["final/full_heldout_accuracy"][-1][1] == pytest.approx(m["full"]["heldout_accuracy"])
+    hparams = (out / "tb" / "hparams.yaml").read_text()
+    assert "alpha:" in hparams and "n_val:" in hparams
 
 
 # ---- runs shared by several tests ----------------------------------------------------------------------
@@ -481,3 +501,42 @@ def test_a_killed_runs_partial_directory_is_cleared(model_dirs, tmp_path):
     live.mkdir()
     run_ok(extract_argv(model_dirs["gpt2"], out, alpha="0.1"))
     assert not stale.exists() and live.exists() and (out / "circuit.json").is_file()
+
+
+# ---- batches: the same circuit at any batch size, bounded memory, honest progress -------------------------
+
+def test_extract_gives_the_same_circuit_at_two_batch_sizes(llama_ioi, model_dirs, tmp_path):
+    out = tmp_path / "b1"
+    run_ok(extract_argv(model_dirs["llama"], out, alpha="0.1", extra=("--batch-size", "1", "--cache-gb", "0")))
+    assert json.loads((out / "circuit.json").read_text()) == json.loads((llama_ioi / "circuit.json").read_text())
+    mine, theirs = jsonl(out / "steps.jsonl"), jsonl(llama_ioi / "steps.jsonl")
+    assert [s["removed"] for s in mine] == [s["removed"] for s in theirs]
+    assert [s["kl"] for s in mine] == pytest.approx([s["kl"] for s in theirs], rel=1e-6, abs=1e-9)
+    assert json.loads((out / "config.json").read_text())["args"]["batch_size"] == 1
+
+
+def test_a_batch_that_cannot_fit_is_refused_up_front(model_dirs, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 1024 ** 2)  # a 10 MB machine
+    argv = extract_argv(model_dirs["llama"], tmp_path / "out", alpha="0.1",
+                        extra=("--n-val", "4000", "--batch-size", "4000"))
+    line = expect_user_error(argv, tmp_path, capfd)
+    assert "--batch-size 4000 needs about" in line and "lower --batch-size" in line
+
+
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--cache-gb", "-1"), ("--cache-gb", "nan")])
+def test_bad_batch_options(flag, value, model_dirs, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    argv = extract_argv(model_dirs["llama"], tmp_path / "out", alpha="0.1", extra=(flag, value))
+    assert flag in expect_user_error(argv, tmp_path, capfd)
+
+
+def test_progress_shows_integers_and_the_kept_state(llama_ioi, capfd, model_dirs, tmp_path):
+    capfd.readouterr()
+    assert main(extract_argv(model_dirs["llama"], tmp_path / "p", alpha="0.1")) == 0
+    out = capfd.readouterr().out
+    steps = jsonl(tmp_path / "p" / "steps.jsonl")
+    removed = sum(s["removed"] for s in steps)
+    state = next(line for line in out.splitlines() if line.startswith("kept state: KL"))
+    assert f"removed {removed} of {len(steps)} decided" in state and ".000" not in state
+    assert "search done" in out and f"{len(steps)}/{len(steps)}" in out

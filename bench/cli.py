@@ -6,10 +6,13 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import warnings
 from argparse import ArgumentError
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from typing import Iterator
 
 from jsonargparse import ArgumentParser
 from rich.console import Console
@@ -123,13 +126,34 @@ def normalise(argv: list[str]) -> list[str]:
     return out
 
 
+_BOOL = re.compile(r"--(\w+) \{true,false(?:,null)?\}")
+_FLAG = re.compile(r"--(\w+)")
+
+
+def kebab(text: str) -> str:
+    """Options as the README spells them: --n_val -> --n-val, --include_mlps {true,false} ->
+    --include-mlps/--no-include-mlps."""
+    text = _BOOL.sub(lambda m: "--{0}/--no-{0}".format(m[1].replace("_", "-")), text)
+    return _FLAG.sub(lambda m: "--" + m[1].replace("_", "-"), text)
+
+
+class Parser(ArgumentParser):
+    """jsonargparse with its help and usage in kebab case (`normalise` maps the kebab spelling back)."""
+
+    def format_help(self) -> str:
+        return kebab(super().format_help())
+
+    def format_usage(self) -> str:
+        return kebab(super().format_usage())
+
+
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="bench", description="circuit-bench: task-specific circuits vs distillation",
-                       exit_on_error=False)
+    p = Parser(prog="bench", description="circuit-bench: task-specific circuits vs distillation",
+               exit_on_error=False)
     sub = p.add_subcommands(dest="verb")
     for verb, spec in VERBS.items():
         cls = spec.load("args")
-        sp = ArgumentParser(exit_on_error=False)
+        sp = Parser(exit_on_error=False)
         sp.add_class_arguments(cls)
         sub.add_subcommand(verb, sp, help=(cls.__doc__ or "").splitlines()[0])
     return p
@@ -146,18 +170,34 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+EXPECTED_WARNINGS = (  # benign and known, so the user sees only what needs them; everything else still shows
+    r"`LightningModule.configure_optimizers` returned `None`",  # extraction optimises nothing, by design
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree shim on a newer torch
+    r"Checkpoint directory .* exists and is not empty",  # distill --resume writes on into its own checkpoints
+)
+
+
+@contextmanager
+def expected_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no banner or tips
     argv = sys.argv[1:] if argv is None else argv
     try:
-        return run(argv)
+        with expected_warnings():
+            return run(argv)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
     except ArgumentError as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        msg = kebab(re.sub(r'Parser key "(\w+)":', r"--\1:", msg))
         verb = argv[0] + " " if argv and argv[0] in VERBS else ""
         print(f"error: {msg} (see: bench {verb}--help)", file=sys.stderr)
     except KeyboardInterrupt:

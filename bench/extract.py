@@ -131,7 +131,7 @@ def trainer_for(device: torch.device, logger: TensorBoardLogger | None, epochs: 
     accelerator, devices = {"cuda": ("gpu", [device.index or 0]), "mps": ("mps", 1)}.get(device.type, ("cpu", 1))
     return L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=logger or False,
                      callbacks=[SearchProgress()], enable_progress_bar=False, enable_checkpointing=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)
 
 
 def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
@@ -142,8 +142,13 @@ def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
     scorer = ENGINES[args.engine](model, dm.val.input_ids, means, args.batch_size, args.cache_gb * GB)
     s = pruned_config(model, (), means)
     search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha)
-    start = time.perf_counter()
-    trainer_for(device, logger, len(search.order)).fit(ExtractionModule(search, s), dm.val_dataloader())
+    start, trainer = time.perf_counter(), trainer_for(device, logger, len(search.order))
+    try:
+        trainer.fit(ExtractionModule(search, s), dm.val_dataloader())
+    except SystemExit:  # Lightning answers Ctrl-C with exit(1); ours says what happened, with status 130
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     return search, time.perf_counter() - start
 
 

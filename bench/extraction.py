@@ -6,10 +6,12 @@ the candidate is decided. Memory is bounded by the batch (and the scorer's cache
 """
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
@@ -68,12 +70,18 @@ class ExtractionModule(L.LightningModule):
         return None
 
 
+HEARTBEAT_S = 60.0  # without a terminal, how often a long candidate says which batch it is at
+
+
 class SearchProgress(Callback):
     """A live display: 'candidate i/N L12.H3' with a bar of the candidates (and one of the batches when there are
-    several), with a line under it for the kept state: its KL, what is removed and the parameters left."""
+    several), with a line under it for the kept state: its KL, what is removed and the parameters left. Where
+    stdout is no terminal (a log file, CI), one plain line per decision instead, and the batch once a minute."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
         self.live: Live | None = None
+        self.logged, self.beat = 0, time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, module: ExtractionModule) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
@@ -82,17 +90,23 @@ class SearchProgress(Callback):
         self.candidates = self.progress.add_task("candidates", total=len(module.search.order))
         n_batches = int(trainer.num_training_batches)
         self.batches = self.progress.add_task("  batches", total=n_batches, visible=n_batches > 1)
-        self.live = Live(Group(self.progress, self.state), refresh_per_second=4)
-        self.live.start()
+        if self.console.is_terminal:
+            self.live = Live(Group(self.progress, self.state), console=self.console, refresh_per_second=4)
+            self.live.start()
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: ExtractionModule) -> None:
         s = module.search
-        self.progress.update(self.candidates, completed=len(s.steps), description=f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}")
+        where = f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}"
+        self.progress.update(self.candidates, completed=len(s.steps), description=where)
         self.progress.reset(self.batches)
         self._show(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.progress.advance(self.batches)
+        if self.live is None and time.monotonic() - self.beat > HEARTBEAT_S:  # a log file: a line a minute
+            s, n = module.search, int(trainer.num_training_batches)
+            self._line(f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}: batch {batch_idx + 1}/{n}")
+            self.beat = time.monotonic()
 
     def on_train_end(self, trainer: L.Trainer, module: ExtractionModule) -> None:
         self.progress.update(self.candidates, completed=len(module.search.steps), description="search done")
@@ -111,3 +125,14 @@ class SearchProgress(Callback):
         s = module.search
         self.state.plain = (f"kept state: KL {s.kl:.4f} · removed {len(s.removed)} of {len(s.steps)} decided · "
                             f"{module.params:,} non-embedding params")
+        if self.live is None:
+            for step in s.steps[self.logged:]:
+                verdict = "removed" if step.removed else "kept"
+                self._line(f"candidate {step.index + 1}/{len(s.order)} {step.component}: {verdict} "
+                           f"(ΔKL {step.delta:+.5f}); {self.state.plain}")
+            self.logged = len(s.steps)
+
+    def _line(self, text: str) -> None:
+        """One plain line, flushed: a log file shows it now, not when the buffer fills."""
+        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.file.flush()

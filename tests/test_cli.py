@@ -6,6 +6,7 @@ import dataclasses
 import os
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -445,7 +446,7 @@ def test_extract_missing_model_directory(tmp_path, monkeypatch, capfd):
 def test_verbs_print_no_lightning_banner(model_dirs, tmp_path, capfd):
     run_ok(extract_argv(model_dirs["gpt2"], tmp_path / "out", alpha="0.1"))
     printed = "".join(capfd.readouterr())
-    assert "GPU available" not in printed and "litlogger" not in printed
+    assert "GPU available" not in printed and "litlogger" not in printed and "Warning" not in printed
 
 
 def test_extract_refuses_existing_out(model_dirs, tmp_path, monkeypatch, capfd):
@@ -537,6 +538,41 @@ def test_progress_shows_integers_and_the_kept_state(llama_ioi, capfd, model_dirs
     out = capfd.readouterr().out
     steps = jsonl(tmp_path / "p" / "steps.jsonl")
     removed = sum(s["removed"] for s in steps)
-    state = next(line for line in out.splitlines() if line.startswith("kept state: KL"))
-    assert f"removed {removed} of {len(steps)} decided" in state and ".000" not in state
-    assert "search done" in out and f"{len(steps)}/{len(steps)}" in out
+    lines = [line for line in out.splitlines() if line.startswith("candidate ")]  # not a terminal: a line each
+    assert [line.split(":")[0] for line in lines] == [f"candidate {i + 1}/{len(steps)} {s['component']}"
+                                                      for i, s in enumerate(steps)]
+    assert f"kept state: KL {m_kl(tmp_path / 'p'):.4f} · removed {removed} of {len(steps)} decided" in lines[-1]
+    assert ".000" not in lines[-1].split("kept state")[1]
+
+
+def m_kl(run: Path) -> float:
+    return read_json(run / "metrics.json")["search"]["val_kl"]
+
+
+def test_ctrl_c_in_the_search_says_so_and_publishes_nothing(model_dirs, tmp_path, monkeypatch, capfd):
+    from bench.extraction import ExtractionModule
+
+    def interrupt(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ExtractionModule, "training_step", interrupt)
+    capfd.readouterr()
+    assert main(extract_argv(model_dirs["llama"], tmp_path / "out", alpha="0.1")) == 130
+    assert capfd.readouterr().err.strip().splitlines() == ["error: interrupted; nothing was published"]
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.parametrize("verb", ["extract", "distill", "sweep", "compare", "evaluate"])
+def test_help_is_spelled_as_the_readme_spells_it(verb, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([verb, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    flags = set(re.findall(r"--[\w-]+", text))
+    assert flags and not [f for f in flags if "_" in f], flags
+    assert "{true,false}" not in text
+    if verb == "extract":
+        assert {"--n-val", "--batch-size", "--cache-gb", "--include-mlps", "--no-include-mlps"} <= flags
+        assert "--include-mlps/--no-include-mlps" in text and "--overwrite/--no-overwrite" in text
+        readme = (Path(__file__).parents[1] / "README.md").read_text()
+        assert "--no-include-mlps" in readme and "--n-val" in readme

@@ -17,7 +17,7 @@ from rich.text import Text
 from torch import nn
 
 from bench import report
-from bench.evaluate import accuracy
+from bench.evaluate import accuracy, kl_to
 from bench.latency import measure
 from bench.report import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
 from bench.rundir import check_out, publishing
@@ -25,7 +25,7 @@ from models import loading
 from models.ablation import no_means
 from models.io import load_pruned
 from models.pruned import PrunedModel, count_params
-from models.search import kl_last
+from models.generate import LogitsFn
 from models.surgery import prune
 from models.types import BenchError, read_json
 from tasks import get_task
@@ -52,6 +52,8 @@ class CompareArgs:
         latency_runs: timed forwards per model and batch size (at least 20), after the warm-up.
         warmup: untimed forwards per model and batch size first.
         hf_reference: also score and time the Hugging Face model itself, as a reference row.
+        batch_size: prompts per forward for accuracy and KL, and the larger latency batch (b = the smaller of it
+            and the test prompts; the other is b=1).
     """
 
     task: str
@@ -65,6 +67,7 @@ class CompareArgs:
     latency_runs: int = 20
     warmup: int = 3
     hf_reference: bool = True
+    batch_size: int = 100
 
     def __post_init__(self) -> None:
         if self.task != "all":
@@ -76,6 +79,8 @@ class CompareArgs:
                 raise BenchError(f"--runs {r} is not a directory; give run directories or folders that hold them")
         if self.report not in REPORTS:
             raise BenchError(f"unknown --report {self.report!r}; use one of: {', '.join(REPORTS)}")
+        if self.batch_size < 1:
+            raise BenchError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.latency_runs < MIN_LATENCY_RUNS:
             raise BenchError(f"--latency-runs must be >= {MIN_LATENCY_RUNS} (a p95 needs them), "
                              f"got {self.latency_runs}")
@@ -269,18 +274,17 @@ def read_test_splits(run: Run, vocab: int) -> TestSplits:
     return splits
 
 
-def score(model: nn.Module, task: str, splits: TestSplits, ref: tuple | None, b: Bench) -> dict:
-    """Accuracy and KL to the full model's logits `ref` (0 for the full model itself) on both test splits;
-    latency at b=N and b=1 on the test split."""
+def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None, b: Bench) -> dict:
+    """Accuracy and KL to the full model `ref` (0 for the full model itself) on both test splits, in batches of
+    --batch-size; latency at b = min(--batch-size, test prompts) and at b=1 on the test split."""
     fn = lambda ids: model(ids.to(b.device), last_only=True)  # noqa: E731
-    ids, runs, warmup = splits.test.input_ids, b.args.latency_runs, b.args.warmup
+    ids, runs, warmup, bs = splits.test.input_ids, b.args.latency_runs, b.args.warmup, b.args.batch_size
     out = {}
-    refs = (None, None) if ref is None else ref
-    for prefix, split, r in (("", splits.test, refs[0]), ("heldout_", splits.heldout, refs[1])):
-        with torch.inference_mode():
-            out[f"{prefix}kl_to_full"] = 0.0 if r is None else kl_last(r, fn(split.input_ids))
-        out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split)
-    return {**out, "latency": measure(model, ids, runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
+    for prefix, split in (("", splits.test), ("heldout_", splits.heldout)):
+        out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
+        out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split, bs)
+    return {**out, "latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs,
+                                                                                              warmup)}
 
 
 def load_run_model(run: Run, b: Bench) -> PrunedModel:
@@ -291,11 +295,10 @@ def load_run_model(run: Run, b: Bench) -> PrunedModel:
     return model
 
 
-def measure_full(task: str, splits: TestSplits, b: Bench) -> tuple[list[Measurement], tuple]:
-    """The full model (and the HF reference) on one pair of test splits; also the full model's logits on both,
-    for the KLs."""
-    with torch.inference_mode():
-        ref = tuple(b.full(s.input_ids.to(b.device), last_only=True) for s in (splits.test, splits.heldout))
+def measure_full(task: str, splits: TestSplits, b: Bench) -> tuple[list[Measurement], LogitsFn]:
+    """The full model (and the HF reference) on one pair of test splits; also the full model's logits function,
+    for the KLs (recomputed per batch: memory stays bounded by the batch, not the test set)."""
+    ref = lambda ids: b.full(ids.to(b.device), last_only=True)  # noqa: E731
     params = count_params(b.full)["non_embedding"]
     s = score(b.full, task, splits, None, b)
     common = dict(task=task, settings="", run="", seed=None, split=splits.digest, n_test=len(splits.test),
@@ -308,7 +311,7 @@ def measure_full(task: str, splits: TestSplits, b: Bench) -> tuple[list[Measurem
     return out, ref
 
 
-def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: tuple, b: Bench) -> Measurement:
+def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: LogitsFn, b: Bench) -> Measurement:
     """One run's model on its test splits, against the full model's numbers `full` and logits `ref` there."""
     model = load_run_model(r, b)
     return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(splits.test),
@@ -323,7 +326,7 @@ def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:
     splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size) for r in runs}
     digests = {r.path: splits[r.path].digest for r in runs}
     out: list[Measurement] = []
-    full: dict[str, tuple[Measurement, tuple]] = {}
+    full: dict[str, tuple[Measurement, LogitsFn]] = {}
     for r in runs:
         if digests[r.path] not in full:
             rows, ref = measure_full(task, splits[r.path], b)
@@ -346,7 +349,8 @@ def command_line(args: CompareArgs, out: Path) -> str:
     argv = ["bench", "compare", "--task", args.task, *(["--runs", *args.runs] if args.runs else []),
             *(["--model", args.model] if args.model else []), "--report", args.report, "--out", str(out),
             "--device", args.device, "--dtype", args.dtype, "--latency-runs", str(args.latency_runs),
-            "--warmup", str(args.warmup), "--hf-reference" if args.hf_reference else "--no-hf-reference"]
+            "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+            "--hf-reference" if args.hf_reference else "--no-hf-reference"]
     return shlex.join(argv + (["--overwrite"] if args.overwrite else []))
 
 

@@ -103,8 +103,8 @@ class SearchProgress(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.progress.advance(self.batches)
-        if self.live is None and time.monotonic() - self.beat > HEARTBEAT_S:  # a log file: a line a minute
-            s, n = module.search, int(trainer.num_training_batches)
+        s, n = module.search, int(trainer.num_training_batches)
+        if self.live is None and n > 1 and time.monotonic() - self.beat > HEARTBEAT_S:  # a log: a line a minute
             self._line(f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}: batch {batch_idx + 1}/{n}")
             self.beat = time.monotonic()
 

@@ -185,10 +185,15 @@ def expected_warnings() -> Iterator[None]:
         yield
 
 
-def main(argv: list[str] | None = None) -> int:
+def quiet_libraries() -> None:
+    """No Lightning banner or tips, no transformers chatter, no tokenizers fork warning."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no banner or tips
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     argv = sys.argv[1:] if argv is None else argv
     try:
         with expected_warnings():

@@ -174,7 +174,10 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
         raise ValueError(f"unknown init {a['init']!r}")
     size = "sized to its --match run" if a.get("match") else f"L{a['layers']} H{a['heads']} d_mlp {a['d_mlp']}"
     ce = f", CE weight {float(a['ce_weight']):g}" if float(a.get("ce_weight") or 0) else ""
-    settings = f"{int(a['epochs'])} epochs, lr {float(a['lr']):g}, T {float(a['temperature']):g}{ce}, {size}"
+    if "steps" not in a:
+        raise ValueError("it was trained on a run's fixed prompts (before the task stream); re-run `bench distill`")
+    steps = f"{int(a['steps'])} steps × {int(a['batch_size'])} streamed prompts"
+    settings = f"{steps}, lr {float(a['lr']):g}, T {float(a['temperature']):g}{ce}, {size}"
     reported = {"non_embedding": int(student["non_embedding"]), "accuracy": float(student["test_accuracy"]),
                 "kl": float(student["test_kl_to_teacher"])}
     search = _search_s(a.get("match")) if a["init"] == "circuit" else None

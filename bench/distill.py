@@ -1,8 +1,8 @@
 """`bench distill`: the paper's baseline. A student learns the teacher's answer distribution (L_distill,
-see `bench.distillation.l_distill`) with Adam, full batch, under a Lightning Trainer with checkpoints."""
+see `bench.distillation.l_distill`) with Adam on a stream of fresh task prompts, under a Lightning Trainer with
+checkpoints."""
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -20,24 +20,26 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.distillation import (DistillationModule, DistillData, init_student, l_distill, size_student,
-                                student_config, teacher_config, teacher_logits, trainable)
-from bench.evaluate import accuracy
+from bench.distillation import (DistillationModule, DistillData, init_student, size_student, student_config,
+                                teacher_config, trainable)
+from bench.evaluate import accuracy, kl_to
+from bench.memory import GB, available_bytes, batch_bytes
 from bench.extract import versions
 from bench.rundir import check_out, default_dir, write_json
 from models import arch, loading
 from models.generate import hf_last_logits
 from models.io import MANIFEST, load_pruned, save_pruned
 from models.pruned import PrunedModel, count_params, count_params_of
-from models.search import kl_last
 from models.types import BenchError, Circuit, read_json
 from tasks import get_task
 from tasks.base import first_token_is_target
-from tasks.data import SPLITS, TaskDataModule, load_splits
+from tasks.data import TaskDataModule, load_splits
+
+EVAL_SPLITS = ("val", "test", "test-heldout")
 
 INITS = ("random", "circuit")
 # what may change between a run and its --resume; everything else must match config.json
-RESUMABLE = ("epochs", "val_every", "ckpt_every", "out", "overwrite", "resume", "device", "accelerator",
+RESUMABLE = ("steps", "val_every", "ckpt_every", "log_every", "out", "overwrite", "resume", "device", "accelerator",
              "devices", "strategy")
 
 
@@ -48,27 +50,29 @@ class DistillArgs:
     Args:
         task: the task: acronyms, greater-than or ioi.
         match: an extraction run directory: size the student to its pruned model's non-embedding parameter
-            count (±10%) and train/validate/test on that run's own prompts; the teacher is the run's model.
+            count (±10%) and validate/test on that run's own splits; the teacher is the run's model.
         layers: the student's layers (with --heads and --d-mlp, instead of --match).
         heads: the student's attention heads per layer (K/V heads follow the teacher's GQA group if they divide).
         d_mlp: the student's MLP width.
         init: random (seeded normal(0, 0.02) body) or circuit (fine-tune --match's pruned model).
         model: the teacher (default: --match's model, else smollm2-135m).
-        epochs: training epochs; full batch, so one Adam step each (the paper: 20000).
+        steps: Adam steps, each on a fresh batch of the task stream (the paper's "20000 epochs").
+        batch_size: prompts per step (per device under DDP), and per evaluation forward.
         lr: Adam learning rate.
         temperature: softmax temperature T of L_distill.
         ce_weight: weight of the cross-entropy to the answer token (tasks whose target is a token id only).
-        n_patching: training prompts (without --match).
         n_val: validation prompts (without --match).
         n_test: test prompts (without --match).
-        seed: seeds the prompts and the student's initialisation.
-        val_every: validate every this many epochs (and at the end).
-        ckpt_every: write OUT/checkpoints/last.ckpt every this many epochs (and at the end).
-        out: the run directory (default runs/distill-TASK-...-sSEED-HASH; --epochs and --resume may change on
+        seed: seeds the prompt stream, the evaluation splits and the student's initialisation.
+        val_every: validate every this many steps (and at the end).
+        ckpt_every: write OUT/checkpoints/last.ckpt every this many steps (and at the end).
+        log_every: log the training loss every this many steps.
+        precision: the Trainer's precision (32-true, bf16-mixed, 16-mixed, ...).
+        out: the run directory (default runs/distill-TASK-...-sSEED-HASH; --steps and --resume may change on
             the same directory).
         overwrite: replace an existing run directory.
-        resume: continue from OUT/checkpoints/last.ckpt (--epochs may be raised).
-        device: where the teacher runs once (its cached logits) and the final test evaluation.
+        resume: continue from OUT/checkpoints/last.ckpt, the stream where it left off (--steps may be raised).
+        device: where the teacher is loaded, and the final test evaluation.
         accelerator: the Lightning Trainer's accelerator (auto, cpu, gpu, ...).
         devices: the Trainer's devices (1, 2, auto, ...).
         strategy: the Trainer's strategy (auto, ddp, ...).
@@ -81,16 +85,18 @@ class DistillArgs:
     d_mlp: int | None = None
     init: str = "random"
     model: str | None = None
-    epochs: int = 20000
+    steps: int = 20000
+    batch_size: int = 64
     lr: float = 1e-3
     temperature: float = 1.0
     ce_weight: float = 0.0
-    n_patching: int = 40
     n_val: int = 40
     n_test: int = 100
     seed: int = 0
-    val_every: int = 50
-    ckpt_every: int = 100
+    val_every: int = 500
+    ckpt_every: int = 1000
+    log_every: int = 10
+    precision: str = "32-true"
     out: str | None = None
     overwrite: bool = False
     resume: bool = False
@@ -112,7 +118,7 @@ class DistillArgs:
                 raise BenchError(f"--{name} must be a finite number {low}, got {value}")
         if self.ce_weight > 0 and task.correct is not first_token_is_target:
             raise BenchError(f"task {self.task}'s target is not an answer token, so --ce-weight must be 0")
-        for name in ("epochs", "n_patching", "n_val", "n_test", "val_every", "ckpt_every"):
+        for name in ("steps", "batch_size", "n_val", "n_test", "val_every", "ckpt_every", "log_every"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.overwrite and self.resume:
@@ -140,7 +146,7 @@ class DistillArgs:
         what = (Path(self.match).resolve().name if self.match else
                 f"{Path(self.model or loading.DEFAULT_MODEL).name}-L{self.layers}H{self.heads}M{self.d_mlp}")
         return default_dir(f"distill-{self.task}-{what}-{self.init}-s{self.seed}", self,
-                           skip=("resume", "epochs", "ckpt_every", "val_every"))
+                           skip=("resume", "steps", "ckpt_every", "val_every", "log_every"))
 
 
 @dataclass
@@ -197,15 +203,15 @@ def check_start(out: Path, args: DistillArgs) -> None:
     if changed:
         k = changed[0]
         raise BenchError(f"{out} was started with --{k.replace('_', '-')} {before.get(k)}, not {now[k]}; "
-                         "resume with the same settings (only --epochs, --val-every, --ckpt-every, --out and device "
-                         "settings may change)")
-    done = epochs_in(ckpt)
-    if done > args.epochs:
-        raise BenchError(f"{ckpt} already holds {done} epochs; resume with --epochs >= {done}")
+                         "resume with the same settings (only --steps, --val-every, --ckpt-every, --log-every, --out "
+                         "and device settings may change)")
+    done = steps_in(ckpt)
+    if done > args.steps:
+        raise BenchError(f"{ckpt} already holds {done} steps; resume with --steps >= {done}")
 
 
-def epochs_in(ckpt: Path) -> int:
-    """Epochs a checkpoint has trained (full batch: one optimizer step each)."""
+def steps_in(ckpt: Path) -> int:
+    """Optimizer steps a checkpoint has trained."""
     try:
         return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
@@ -213,8 +219,9 @@ def epochs_in(ckpt: Path) -> int:
 
 
 def data_module(args: DistillArgs, run: ExtractionRun | None, tokenizer, vocab: int) -> TaskDataModule:
+    """The evaluation splits: --match's own, or drawn (patching: one prompt, which nothing uses)."""
     if run is None:
-        dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed)
+        dm = TaskDataModule(args.task, tokenizer, 1, args.n_val, args.n_test, args.seed)
         dm.setup()
         return dm
     if max(max(e.input_ids) for s in run.splits.values() for e in s.examples) >= vocab:
@@ -239,45 +246,42 @@ def make_student(args: DistillArgs, run: ExtractionRun | None, teacher) -> tuple
                                                    "kv_heads": cfg.n_kv_heads, "d_mlp": cfg.d_mlp}
 
 
-def student_report(student: PrunedModel, task, tokenizer, dm: TaskDataModule, cached: dict, args) -> dict:
-    """Accuracy and KL to the teacher on test, test-heldout and val, and the training loss, of the student as it
-    is now."""
-    device = loading.resolve_device(args.device)
+def student_report(student: PrunedModel, task, tokenizer, dm: TaskDataModule, teacher_fn, args) -> dict:
+    """Accuracy and KL to the teacher on test, test-heldout and val of the student as it is now, in batches."""
+    device, bs = loading.resolve_device(args.device), args.batch_size
     student.to(device).eval()  # outside inference mode, so the parameters stay trainable
-    fn = lambda ids: student(ids.to(device), last_only=True).float().cpu()  # noqa: E731
-    with torch.inference_mode():
-        split = {name: fn(dm.split(name).input_ids) for name in ("patching", "val", "test", "test-heldout")}
-    return {"test_accuracy": accuracy(task, tokenizer, fn, dm.test),
-            "heldout_accuracy": accuracy(task, tokenizer, fn, dm.heldout),
-            "heldout_kl_to_teacher": kl_last(cached["test-heldout"], split["test-heldout"]),
-            "val_accuracy": accuracy(task, tokenizer, fn, dm.val),
-            "test_kl_to_teacher": kl_last(cached["test"], split["test"]),
-            "val_kl_to_teacher": kl_last(cached["val"], split["val"]),
-            "train_l_distill": float(l_distill(split["patching"], cached["patching"], dm.patching.targets,
-                                               args.temperature, args.ce_weight))}
+    fn = lambda ids: student(ids.to(device), last_only=True).float()  # noqa: E731
+    out = {}
+    for prefix, split in (("test", dm.test), ("heldout", dm.heldout), ("val", dm.val)):
+        out[f"{prefix}_accuracy"] = accuracy(task, tokenizer, fn, split, bs)
+        out[f"{prefix}_kl_to_teacher"] = kl_to(teacher_fn, fn, split, bs)
+    return out
 
 
 def make_trainer(args: DistillArgs, out: Path) -> L.Trainer:
-    """The Trainer (built before any work, so a bad --accelerator/--devices/--strategy is one line)."""
+    """The Trainer (built before any work, so a bad --accelerator/--devices/--strategy/--precision is one line).
+    Training is step-based: --steps optimizer steps on the stream, validation every --val-every steps."""
     # a resumed run's TensorBoard steps past its checkpoint are purged: they are trained again
-    purge = epochs_in(out / "checkpoints" / "last.ckpt") + 1 if args.resume else None
+    purge = steps_in(out / "checkpoints" / "last.ckpt") + 1 if args.resume else None
     logger = TensorBoardLogger(out, name="tb", version="", default_hp_metric=False, purge_step=purge)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_epochs=args.ckpt_every,
-                           save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=args.ckpt_every,
+                           save_top_k=1, enable_version_counter=False)
     final = FinalCheckpoint(out / "checkpoints" / "last.ckpt")
     try:
-        return L.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
-                         strategy=args.strategy, logger=logger, callbacks=[ckpt, final, RichProgressBar()],
-                         check_val_every_n_epoch=args.val_every, num_sanity_val_steps=0, log_every_n_steps=1,
+        return L.Trainer(max_steps=args.steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
+                         strategy=args.strategy, precision=args.precision, logger=logger,
+                         callbacks=[ckpt, final, RichProgressBar()], val_check_interval=args.val_every,
+                         check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=args.log_every,
                          enable_model_summary=False, default_root_dir=out)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
         raise BenchError(f"the Trainer refuses --accelerator {args.accelerator} --devices {args.devices} --strategy "
-                         f"{args.strategy} ({str(e).strip().splitlines()[0]}); see `bench distill --help`") from None
+                         f"{args.strategy} --precision {args.precision} ({str(e).strip().splitlines()[0]}); "
+                         "see `bench distill --help`") from None
 
 
 class FinalCheckpoint(Callback):
     """last.ckpt at the end of training too (inside the training processes, so it holds the true loop state
-    under every strategy): --resume with more --epochs continues from there."""
+    under every strategy): --resume with more --steps continues from there."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -288,9 +292,9 @@ class FinalCheckpoint(Callback):
 
 def train(args: DistillArgs, trainer: L.Trainer, out: Path, module: DistillationModule,
           data: DistillData) -> tuple[int, int, float]:
-    """Fit, resuming from last.ckpt with --resume; (epochs done, epochs resumed from, training wall seconds)."""
+    """Fit, resuming from last.ckpt with --resume; (steps done, steps resumed from, training wall seconds)."""
     ckpt = out / "checkpoints" / "last.ckpt"
-    start = epochs_in(ckpt) if args.resume else 0
+    start = steps_in(ckpt) if args.resume else 0
     trainer.fit(module, datamodule=data, ckpt_path=ckpt if args.resume else None)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()  # rank 0 evaluates alone; the other ranks are done
@@ -307,43 +311,61 @@ def distill(args: DistillArgs) -> Path:
     run = read_run(Path(args.match)) if args.match else None
     name, task = teacher_name(args, run), get_task(args.task)
     L.seed_everything(args.seed, verbose=False)
-    teacher, tokenizer = loading.load_model(name, device=loading.resolve_device(args.device))
+    device = loading.resolve_device(args.device)
+    teacher, tokenizer = loading.load_model(name, device=device)
     dm = data_module(args, run, tokenizer, teacher.config.vocab_size)
+    check_batch(teacher, task, tokenizer, args, device)
     student, shape = make_student(args, run, teacher)
-    cached = teacher_logits(teacher, dm)  # once; the teacher is not needed after this
     teacher_fn = hf_last_logits(teacher)
-    teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, teacher_fn, dm.test),
-                    "heldout_accuracy": accuracy(task, tokenizer, teacher_fn, dm.heldout),
+    teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, teacher_fn, dm.test, args.batch_size),
+                    "heldout_accuracy": accuracy(task, tokenizer, teacher_fn, dm.heldout, args.batch_size),
                     **count_params_of(teacher_config(teacher))}
-    del teacher, teacher_fn  # the closure holds the model too
-    free(loading.resolve_device(args.device))
-    at_init = student_report(student, task, tokenizer, dm, cached, args)["test_kl_to_teacher"]
-    module = DistillationModule(trainable(student.cpu()), task, tokenizer, args.lr, args.temperature, args.ce_weight)
+    at_init = student_report(student, task, tokenizer, dm, teacher_fn, args)
+    module = DistillationModule(trainable(student.cpu()), teacher, task, tokenizer, args.lr, args.temperature,
+                                args.ce_weight, args.log_every)
+    data = DistillData.wrap(dm, args.task, args.seed, args.batch_size)
     if rank0:
         begin(out, args, name, shape, dm)
-    epochs, start, wall = train(args, trainer, out, module, DistillData.wrap(dm, args.task, cached))
+    steps, start, wall = train(args, trainer, out, module, data)
     if not rank0:
         return out
-    report = student_report(module.student, task, tokenizer, dm, cached, args)
-    if epochs > start and epochs % args.val_every:  # the end of training is always validated
-        with SummaryWriter(out / "tb") as tb:
-            tb.add_scalar("val/kl", report["val_kl_to_teacher"], epochs)
-            tb.add_scalar("val/accuracy", report["val_accuracy"], epochs)
+    teacher.to(device)
+    report = student_report(module.student, task, tokenizer, dm, teacher_fn, args)
+    if steps > start and steps % args.val_every:  # the end of training is always validated
+        log_end(out, report, steps)
     student_info = {"init": args.init, "shape": shape, **count_params(module.student), **report,
-                    "test_kl_to_teacher_at_init": at_init}
+                    "test_kl_to_teacher_at_init": at_init["test_kl_to_teacher"],
+                    "heldout_kl_to_teacher_at_init": at_init["heldout_kl_to_teacher"]}
+    world = max(1, trainer.world_size)
     metrics = {"task": args.task, "teacher": teacher_info, "student": student_info,
                "match": match_info(run, student_info),
-               "train": {"epochs_run": epochs, "epochs": args.epochs, "resumed_from_epoch": start, "wall_s": wall,
-                         "optimizer": "Adam", "lr": args.lr, "batch": "full", "temperature": args.temperature,
-                         "ce_weight": args.ce_weight, "n": {k: len(dm.split(k)) for k in SPLITS}}}
+               "train": {"steps": steps, "steps_requested": args.steps, "resumed_from_step": start,
+                         "batch_size": args.batch_size, "devices": world,
+                         "distinct_prompts": data.stream().distinct(steps, world), "wall_s": wall,
+                         "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
+                         "temperature": args.temperature, "ce_weight": args.ce_weight,
+                         "n": {k: len(dm.split(k)) for k in EVAL_SPLITS}}}
     finish(out, args, module.student, metrics)
     return out
 
 
-def free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+def check_batch(teacher, task, tokenizer, args: DistillArgs, device: torch.device) -> None:
+    """Refuse, in one line, a --batch-size whose training step (teacher forward, student forward and backward:
+    about four forwards' activations) cannot fit the free memory."""
+    s = arch.check_supported(teacher)
+    t = task.spaces(tokenizer, heldout=False)[0].length
+    need, free_b = 4 * batch_bytes(s, t, args.batch_size, 4), available_bytes(device)
+    if need > free_b:
+        raise BenchError(f"--batch-size {args.batch_size} needs about {need / GB:.1f} GB per step on {device}, but "
+                         f"{free_b / GB:.1f} GB is free; lower --batch-size")
+
+
+def log_end(out: Path, report: dict, step: int) -> None:
+    """The final evaluation, as the last validation point of the curves."""
+    with SummaryWriter(out / "tb") as tb:
+        for prefix, split in (("val", "val"), ("heldout", "heldout")):
+            tb.add_scalar(f"{prefix}/kl", report[f"{split}_kl_to_teacher"], step)
+            tb.add_scalar(f"{prefix}/accuracy", report[f"{split}_accuracy"], step)
 
 
 def match_info(run: ExtractionRun | None, student: dict) -> dict | None:
@@ -351,7 +373,8 @@ def match_info(run: ExtractionRun | None, student: dict) -> dict | None:
         return None
     pruned = run.metrics["pruned"]
     return {"run": str(run.path), "circuit_non_embedding": run.target, "ratio": student["non_embedding"] / run.target,
-            "circuit_test_accuracy": pruned.get("test_accuracy"), "circuit_test_kl": pruned.get("test_kl_to_full")}
+            "circuit_test_accuracy": pruned.get("test_accuracy"), "circuit_test_kl": pruned.get("test_kl_to_full"),
+            "circuit_heldout_accuracy": pruned.get("heldout_accuracy")}
 
 
 def begin(out: Path, args: DistillArgs, teacher: str, shape: dict, dm: TaskDataModule) -> None:
@@ -363,18 +386,20 @@ def begin(out: Path, args: DistillArgs, teacher: str, shape: dict, dm: TaskDataM
     if not args.resume:
         write_json(out / "config.json", {"command": "distill", "args": asdict(args), "teacher": teacher,
                                          "student_shape": shape, "versions": versions()})
-        dm.save(out / "splits")
+        (out / "splits").mkdir(exist_ok=True)
+        for name in EVAL_SPLITS:  # training prompts are a stream: a function of the seed, not a file
+            dm.split(name).to_jsonl(out / "splits" / f"{name}.jsonl")
 
 
 def finish(out: Path, args: DistillArgs, student: PrunedModel, metrics: dict) -> None:
-    """Write the student (manifest with a "distill" provenance), config.json with the epochs run, metrics.json last."""
+    """Write the student (manifest with a "distill" provenance), config.json with the steps run, metrics.json last."""
     save_pruned(student.cpu(), out / "student", circuit=None)
     manifest = json.loads((out / "student" / MANIFEST).read_text())
     manifest["distill"] = {"teacher": metrics["teacher"]["model"], "task": args.task, "init": args.init,
                            "match": args.match, "seed": args.seed, **metrics["train"]}
     write_json(out / "student" / MANIFEST, manifest)
     config = read_json(out / "config.json")
-    config.update(args=asdict(args), epochs_run=metrics["train"]["epochs_run"])  # this (last) invocation's args
+    config.update(args=asdict(args), steps_run=metrics["train"]["steps"])  # this (last) invocation's args
     write_json(out / "config.json", config)
     partial = out / f".metrics.json.{os.getpid()}"
     write_json(partial, metrics)
@@ -386,16 +411,20 @@ def print_distill(out: Path, console: Console) -> None:
         return
     m = json.loads((out / "metrics.json").read_text())
     t, s, tr = m["teacher"], m["student"], m["train"]
-    table = Table(title=f"distill {m['task']} from {t['model']}  ({tr['epochs_run']} epochs, lr {tr['lr']:g}, "
-                        f"T {tr['temperature']:g})")
-    for col in ("", "non-emb. params", "test accuracy", "KL to teacher"):
+    table = Table(title=f"distill {m['task']} from {t['model']}  ({tr['steps']} steps × {tr['batch_size']}, "
+                        f"lr {tr['lr']:g}, T {tr['temperature']:g})")
+    for col in ("", "non-emb. params", "test acc.", "held-out acc.", "test KL to teacher"):
         table.add_column(col, justify="right")
-    table.add_row("teacher", f"{t['non_embedding']:,}", f"{t['test_accuracy']:.1%}", "0")
+    table.add_row("teacher", f"{t['non_embedding']:,}", f"{t['test_accuracy']:.1%}", f"{t['heldout_accuracy']:.1%}",
+                  "0")
     if m["match"]:
         c = m["match"]
+        held = c.get("circuit_heldout_accuracy")
         table.add_row("circuit", f"{c['circuit_non_embedding']:,}", f"{c['circuit_test_accuracy']:.1%}",
-                      f"{c['circuit_test_kl']:.4f}")
+                      "" if held is None else f"{held:.1%}", f"{c['circuit_test_kl']:.4f}")
     table.add_row(f"student ({s['init']})", f"{s['non_embedding']:,}", f"{s['test_accuracy']:.1%}",
+                  f"{s['heldout_accuracy']:.1%}",
                   f"{s['test_kl_to_teacher']:.4f} (init {s['test_kl_to_teacher_at_init']:.4f})")
     console.print(table)
-    console.print(f"student {s['shape']}; {tr['epochs_run']} epochs in {tr['wall_s']:.1f} s; run: {out}")
+    console.print(f"student {s['shape']}; {tr['steps']} steps, {tr['distinct_prompts']:,} distinct prompts, "
+                  f"{tr['wall_s']:.1f} s; run: {out}")

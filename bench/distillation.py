@@ -7,23 +7,26 @@ Shapes: N prompts, T positions, V vocabulary.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import time
 from dataclasses import replace
+from typing import Iterator
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from models.ablation import no_means
 from models.generate import greedy
 from models.pruned import EMBEDDINGS, PrunedConfig, PrunedModel, count_params_of
 from models.surgery import copy_ends, pruned_config
 from models.types import BenchError
-from tasks.base import Task
-from tasks.data import SPLITS, Split, TaskAccuracy, TaskDataModule
+from tasks.base import Example, Task, draw_examples
+from tasks.data import SPLITS, TaskAccuracy, TaskDataModule
 
 
 def l_distill(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | None = None,
@@ -49,49 +52,75 @@ def kl_mean(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     return l_distill(student, teacher)
 
 
-# ---- data: the task's splits, each row carrying the teacher's cached last-position logits -------------
+# ---- data: a seeded stream of fresh training prompts; the evaluation splits in batches -----------------
 
-class _TeacherRows(Dataset):
-    def __init__(self, split: Split, teacher: torch.Tensor) -> None:
-        self.input_ids, self.targets, self.teacher = split.input_ids, split.targets, teacher.float().cpu()
+class TaskStream(IterableDataset):
+    """Training batches drawn afresh at every step from the task's training templates.
 
-    def __len__(self) -> int:
-        return len(self.targets)
+    Batch k (from `start` on) is a pure function of (task, seed, rank, k): a resumed run draws exactly what an
+    uninterrupted one would, and each DDP rank draws its own prompts. Prompts in `exclude` (every evaluation split)
+    are dropped, so training never sees one; that leaves a batch a prompt short about once in a blue moon."""
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "targets": self.targets[i], "teacher": self.teacher[i]}
+    def __init__(self, task: Task, tokenizer, seed: int, batch_size: int, exclude: frozenset[str], start: int = 0,
+                 rank: int = 0) -> None:
+        self.spaces = task.spaces(tokenizer, heldout=False)  # once: building the pools is the slow part
+        self.task, self.seed, self.batch_size, self.exclude = task.name, seed, batch_size, exclude
+        self.start, self.rank = start, rank
+
+    def examples(self, k: int) -> list[Example]:
+        """Step k's prompts; templates take turns across steps as within one."""
+        o = (k * self.batch_size) % len(self.spaces)
+        spaces = self.spaces[o:] + self.spaces[:o]
+        drawn = draw_examples(spaces, self.batch_size, self.seed, self.task, stream=f"distill/{self.rank}/{k}")
+        return [e for e in drawn if e.prompt not in self.exclude]
+
+    def batch(self, k: int) -> dict[str, torch.Tensor]:
+        ex = self.examples(k)
+        return {"input_ids": torch.tensor([e.input_ids for e in ex]), "targets": torch.tensor([e.target for e in ex])}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return (self.batch(k) for k in itertools.count(self.start))
+
+    def distinct(self, steps: int, ranks: int = 1) -> int:
+        """How many distinct prompts steps 0..steps-1 of every rank hold (re-drawn: the stream is a function)."""
+        seen = {hash(e.prompt) for r in range(ranks) for k in range(steps)
+                for e in TaskStream.examples(self._on(r), k)}
+        return len(seen)
+
+    def _on(self, rank: int) -> "TaskStream":
+        other = copy.copy(self)
+        other.rank = rank
+        return other
 
 
 class DistillData(TaskDataModule):
-    """The task data module whose full-split batches also hold "teacher": (N, V) cached logits.
+    """The task's evaluation splits (val, test, test-heldout, in batches) and, for training, a `TaskStream` that
+    starts at the trainer's step, so --resume continues the stream where the checkpoint left it."""
 
-    Rows travel together, so under DDP each rank gets matching prompts and teacher logits."""
-
-    teacher: dict[str, torch.Tensor]  # split name -> (N, V), computed once before training
+    stream_args: tuple
 
     @classmethod
-    def wrap(cls, dm: TaskDataModule, task_name: str, teacher: dict[str, torch.Tensor]) -> "DistillData":
+    def wrap(cls, dm: TaskDataModule, task_name: str, seed: int, batch_size: int) -> "DistillData":
         out = cls.from_splits(task_name, dm.tokenizer, {name: dm.split(name) for name in SPLITS})
-        out.teacher = teacher
+        out.batch_size, out.stream_args = batch_size, (seed, batch_size, eval_prompts(dm))
         return out
 
-    def _loader(self, name: str) -> DataLoader:
-        split = self.split(name)
-        return DataLoader(_TeacherRows(split, self.teacher[name]), batch_size=len(split), shuffle=False)
+    def val_dataloader(self) -> list[DataLoader]:  # validation watches the held-out templates too
+        return [self._loader("val"), self._loader("test-heldout")]
+
+    def train_dataloader(self) -> DataLoader:
+        step = self.trainer.global_step if self.trainer is not None else 0
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return DataLoader(TaskStream(self.task, self.tokenizer, *self.stream_args, start=step, rank=rank),
+                          batch_size=None)
+
+    def stream(self) -> TaskStream:
+        return TaskStream(self.task, self.tokenizer, *self.stream_args)
 
 
-@torch.inference_mode()
-def teacher_logits(teacher: nn.Module, dm: TaskDataModule, batch: int = 64) -> dict[str, torch.Tensor]:
-    """The teacher's last-position logits for every split (test-heldout too), once: split name -> (N, V) float32
-    on the CPU."""
-    device = next(teacher.parameters()).device
-    out = {}
-    for name in SPLITS:
-        ids = dm.split(name).input_ids  # (N, T)
-        parts = [teacher(ids[i:i + batch].to(device), logits_to_keep=1).logits[:, -1]
-                 for i in range(0, len(ids), batch)]
-        out[name] = torch.cat(parts).float().cpu()
-    return out
+def eval_prompts(dm: TaskDataModule) -> frozenset[str]:
+    """Every prompt of every split (the run's patching prompts included): none may be trained on."""
+    return frozenset(e.prompt for name in SPLITS for e in dm.split(name).examples)
 
 
 # ---- the student -------------------------------------------------------------------------------------
@@ -154,58 +183,83 @@ def trainable(model: PrunedModel) -> PrunedModel:
 # ---- the LightningModule -----------------------------------------------------------------------------
 
 class DistillationModule(L.LightningModule):
-    """Trains `student` on L_distill against cached teacher logits with Adam (full batch: one step per epoch).
+    """Trains `student` on L_distill with Adam, one step per batch of the task stream. The teacher is frozen and not
+    a submodule (never trained, never checkpointed); its answer-position logits are computed in the step under
+    no_grad (see README: a fresh stream cannot be cached).
 
-    TensorBoard gets train/l_distill every epoch and val/kl (temperature 1), val/accuracy at each validation,
-    all against the number of epochs done. The frozen embeddings are left out of checkpoints (they are the
-    teacher's) and put back on load; the training wall time (without validation) is carried in the
+    TensorBoard gets train/l_distill every `log_every` steps, and val/kl, val/accuracy, heldout/kl and
+    heldout/accuracy at each validation, against the steps done. The frozen embeddings are left out of checkpoints
+    (they are the teacher's) and put back on load; the training wall time (validation excluded) is carried in the
     checkpoint so a resumed run reports the total."""
 
-    def __init__(self, student: PrunedModel, task: Task, tokenizer, lr: float = 1e-3,
-                 temperature: float = 1.0, ce_weight: float = 0.0):
+    def __init__(self, student: PrunedModel, teacher: nn.Module, task: Task, tokenizer, lr: float = 1e-3,
+                 temperature: float = 1.0, ce_weight: float = 0.0, log_every: int = 10):
         super().__init__()
-        self.student, self.task, self.tokenizer = student, task, tokenizer
-        self.lr, self.temperature, self.ce_weight = lr, temperature, ce_weight
-        self.val_acc = TaskAccuracy(task, tokenizer)
-        self.train_wall_s, self._t0 = 0.0, 0.0
-        self._loss, self._val_kl = torch.zeros(()), torch.zeros(())
+        self.student, self._teacher, self.task, self.tokenizer = student, [teacher.eval()], task, tokenizer
+        self.lr, self.temperature, self.ce_weight, self.log_every = lr, temperature, ce_weight, log_every
+        self.accs = nn.ModuleList([TaskAccuracy(task, tokenizer), TaskAccuracy(task, tokenizer)])  # val, held-out
+        self.train_wall_s, self._mark = 0.0, 0.0
+        self._kl = torch.zeros(2, 2, dtype=torch.float64)  # per eval set: KL sum, prompts
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (N, T) -> (N, V) at the last position
         return self.student(ids, last_only=True)
 
+    @torch.no_grad()
+    def teacher_logits(self, ids: torch.Tensor) -> torch.Tensor:  # (N, T) -> (N, V)
+        return self._teacher[0](ids, logits_to_keep=1).logits[:, -1]
+
+    def on_fit_start(self) -> None:
+        self._teacher[0].to(self.device)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = l_distill(self(batch["input_ids"]), batch["teacher"], batch["targets"], self.temperature, self.ce_weight)
-        self._loss = loss.detach()
+        ids = batch["input_ids"]
+        loss = l_distill(self(ids), self.teacher_logits(ids), batch["targets"], self.temperature, self.ce_weight)
+        if (self.global_step + 1) % self.log_every == 0:
+            self._record({"train/l_distill": loss.detach()}, self.global_step + 1)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         ids = batch["input_ids"]
         logits = self(ids)  # (N, V)
-        self._val_kl = kl_mean(batch["teacher"], logits)
-        self.val_acc.update(answers(self, ids, logits, self.task.n_new(self.tokenizer)).cpu(), batch["targets"].cpu())
+        self._kl[dataloader_idx] += torch.tensor([float(kl_mean(self.teacher_logits(ids), logits)) * len(ids),
+                                                  len(ids)], dtype=torch.float64)
+        got = answers(self, ids, logits, self.task.n_new(self.tokenizer))
+        self.accs[dataloader_idx].update(got.cpu(), batch["targets"].cpu())
 
     def on_validation_epoch_end(self) -> None:
-        kl = self.trainer.strategy.reduce(self._val_kl, reduce_op="mean")
-        acc = self.val_acc.compute()  # synced across ranks
-        self.val_acc.reset()
-        self._record({"val/kl": kl, "val/accuracy": acc})
+        kl = self.trainer.strategy.reduce(self._kl.to(self.device), reduce_op="sum")
+        values = {}
+        for i, prefix in enumerate(("val", "heldout")):
+            values[f"{prefix}/kl"] = kl[i, 0] / kl[i, 1].clamp(min=1)
+            values[f"{prefix}/accuracy"] = self.accs[i].compute()  # synced across ranks
+            self.accs[i].reset()
+        self._kl.zero_()
+        self._record(values, self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=self.lr)
 
-    def on_train_epoch_start(self) -> None:
-        self._t0 = time.perf_counter()
+    def on_train_start(self) -> None:
+        self._mark = time.perf_counter()
 
-    def on_train_epoch_end(self) -> None:  # runs before ModelCheckpoint saves, so the checkpoint holds it
-        self.train_wall_s += time.perf_counter() - self._t0
-        self._record({"train/l_distill": self.trainer.strategy.reduce(self._loss, reduce_op="mean")})
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self._tick()
 
-    def _record(self, values: dict[str, torch.Tensor]) -> None:
-        """To the progress bar, and to TensorBoard at step = epochs done (resuming purges steps past the checkpoint)."""
+    def on_validation_start(self) -> None:
+        self._tick()
+
+    def on_validation_end(self) -> None:
+        self._mark = time.perf_counter()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.train_wall_s, self._mark = self.train_wall_s + now - self._mark, now
+
+    def _record(self, values: dict[str, torch.Tensor], step: int) -> None:
+        """To the progress bar, and to TensorBoard at `step` (resuming purges steps past the checkpoint)."""
         self.log_dict(values, prog_bar=True, logger=False)
         if self.logger is not None and self.trainer.is_global_zero:
-            for tag, value in values.items():
-                self.logger.experiment.add_scalar(tag, float(value), self.trainer.global_step)
+            self.logger.log_metrics({tag: float(v) for tag, v in values.items()}, step=step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         for key in frozen_keys(self):
@@ -217,6 +271,7 @@ class DistillationModule(L.LightningModule):
         for key in frozen_keys(self):
             checkpoint["state_dict"][key] = own[key]
         self.train_wall_s = float(checkpoint.get("train_wall_s", 0.0))
+
 
 def frozen_keys(module: nn.Module) -> list[str]:
     """State-dict keys of the frozen embeddings: "student.wte.weight", ..."""

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Builds every run behind results/compare-smollm2-135m/ on CPU and writes the report. Runs that already
 # exist are kept, so an interrupted build continues.
-# Usage: bash results/make-smollm2-cpu.sh [EPOCHS] [SEEDS]
-#   EPOCHS  distillation budget (default 30: on 2 CPU cores one Adam step of a size-matched student takes
-#           seconds, so the paper's 20000 epochs are a GPU job; every report row says how many epochs ran).
+# Usage: bash results/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
+#   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) fresh prompts. On 2 CPU cores
+#           a step of a 25M-parameter student at batch 64 takes 3.3 s (results/distill-steps-cpu.md), so the
+#           paper's 20000 steps are the GPU preset: bash results/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
+#           Every report row says how many steps of how many prompts ran.
 #   SEEDS   default "0 1 2". A seed draws the patching, validation, test and held-out-template prompts of its
 #           extraction runs and initialises its students; the report gives mean ± std over seeds.
 # BUILD_ONLY=1 stops before the report, so the report can be made later on an idle machine (its latencies
 # are only as good as the machine is quiet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-epochs=${1:-30}
+steps=${1:-100}
 seeds=${2:-0 1 2}
+batch=${3:-32}
 runs=runs/smollm2-cpu
 mkdir -p "$runs"
 have() { [ -f "$1/metrics.json" ]; }
@@ -20,10 +23,11 @@ for seed in $seeds; do
     ex="$runs/extract-$task-s$seed"; heads="$runs/extract-heads-$task-s$seed"
     have "$ex" || bench extract --task "$task" --seed "$seed" --out "$ex" --overwrite
     have "$heads" || bench extract --task "$task" --seed "$seed" --no-include-mlps --out "$heads" --overwrite
-    have "$runs/distill-$task-s$seed" || bench distill --task "$task" --match "$ex" --epochs "$epochs" \
-        --seed "$seed" --out "$runs/distill-$task-s$seed" --overwrite
-    have "$runs/circuit-kd-$task-s$seed" || bench distill --task "$task" --match "$ex" --init circuit \
-        --epochs "$epochs" --seed "$seed" --out "$runs/circuit-kd-$task-s$seed" --overwrite
+    kd=(--steps "$steps" --batch-size "$batch" --val-every 25 --ckpt-every 50 --seed "$seed")
+    have "$runs/distill-$task-s$seed" || bench distill --task "$task" --match "$ex" "${kd[@]}" \
+        --out "$runs/distill-$task-s$seed" --overwrite
+    have "$runs/circuit-kd-$task-s$seed" || bench distill --task "$task" --match "$ex" --init circuit "${kd[@]}" \
+        --out "$runs/circuit-kd-$task-s$seed" --overwrite
   done
 done
 [ -n "${BUILD_ONLY:-}" ] && exit 0

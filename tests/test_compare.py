@@ -64,13 +64,14 @@ def extract(teacher: str, out: Path, *extra: str, seed: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, teacher) -> Path:
-    """runs/ with one run of each method, seed 0; the students learn from the circuit run's prompts."""
+    """runs/ with one run of each method, seed 0; the students learn from the task stream and are tested on the
+    circuit run's splits."""
     root = tmp_path_factory.mktemp("runs")
     extract(teacher, root / "e-mlps-s0")
     extract(teacher, root / "e-heads-s0", "--no-include-mlps")
     for name, init in (("d-random-s0", "random"), ("d-circuit-s0", "circuit")):
-        run_ok(["distill", "--task", TASK, "--match", str(root / "e-mlps-s0"), "--init", init, "--epochs", "2",
-                "--device", "cpu", "--out", str(root / name)])
+        run_ok(["distill", "--task", TASK, "--match", str(root / "e-mlps-s0"), "--init", init, "--steps", "2",
+                "--batch-size", "8", "--device", "cpu", "--out", str(root / name)])
     return root
 
 

@@ -14,7 +14,8 @@ from models.io import load_pruned
 from models.pruned import PrunedConfig, count_params_of
 from models.types import BenchError
 
-SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "4"]
+SMALL = ["--n-val", "4", "--n-test", "4"]
+EXTRACT_SMALL = ["--n-patching", "4", *SMALL]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,12 +24,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, teacher):
     out = tmp_path_factory.mktemp("extract") / "run"
-    assert main(["extract", "--model", teacher, "--task", "ioi", "--alpha", "0.3", *SMALL, "--out", str(out)]) == 0
+    argv = ["extract", "--model", teacher, "--task", "ioi", "--alpha", "0.3", *EXTRACT_SMALL, "--out", str(out)]
+    assert main(argv) == 0
     return out
 
 
 def distill(teacher, out, *extra, shape=("--layers", "1", "--heads", "3", "--d-mlp", "16")) -> dict:
-    argv = ["distill", "--task", "ioi", "--model", teacher, *shape, *SMALL, "--out", str(out), *extra]
+    argv = ["distill", "--task", "ioi", "--model", teacher, *shape, *SMALL, "--batch-size", "16", "--log-every", "1",
+            "--out", str(out), *extra]
     assert main(argv) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -48,44 +51,68 @@ def test_l_distill_by_hand():
     assert float(l_distill(t, t)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_student_learns_the_teacher(teacher, tmp_path, capsys):
-    # 96 training prompts: with 4 the student memorises them, and its KL on the test prompts does not fall
-    m = distill(teacher, tmp_path / "d", "--epochs", "30", "--lr", "0.01", "--val-every", "8", "--n-patching", "96")
-    s = m["student"]
+def test_student_learns_the_teacher_from_the_stream(teacher, tmp_path, capsys):
+    m = distill(teacher, tmp_path / "d", "--steps", "30", "--lr", "0.01", "--val-every", "8")
+    s, tr = m["student"], m["train"]
     assert s["test_kl_to_teacher"] < 0.9 * s["test_kl_to_teacher_at_init"]
-    assert m["train"]["epochs_run"] == 30 and "30 epochs" in capsys.readouterr().out
+    assert s["heldout_kl_to_teacher"] < s["heldout_kl_to_teacher_at_init"]  # it learns the task, not its prompts
+    assert tr["steps"] == 30 and tr["batch_size"] == 16 and "30 steps" in capsys.readouterr().out
+    assert 30 * 16 * 0.95 <= tr["distinct_prompts"] <= 30 * 16  # fresh prompts every step
     loss = scalars(tmp_path / "d", "train/l_distill")
-    assert len(loss) == 30 and loss[max(loss)] < 0.8 * loss[min(loss)]
-    assert sorted(scalars(tmp_path / "d", "val/kl")) == sorted(scalars(tmp_path / "d", "val/accuracy"))
-    assert len(scalars(tmp_path / "d", "val/kl")) == 4  # epochs 8, 16, 24 and the end
+    assert len(loss) == 30 and sum(loss[k] for k in range(26, 31)) < 0.8 * sum(loss[k] for k in range(1, 6))
+    for tag in ("val/kl", "val/accuracy", "heldout/kl", "heldout/accuracy"):
+        assert sorted(scalars(tmp_path / "d", tag)) == [8, 16, 24, 30], tag  # every 8 steps and the end
     student, manifest = load_pruned(tmp_path / "d" / "student")
-    assert manifest["circuit"] is None and manifest["distill"]["epochs_run"] == 30
+    assert manifest["circuit"] is None and manifest["distill"]["steps"] == 30
     norms, qkv, o, mlp = 3 * 48, 48 * 8 * (3 + 2 * 1), 3 * 8 * 48, 3 * 48 * 16
     assert count_params_of(student.cfg)["non_embedding"] == s["non_embedding"] == norms + qkv + o + mlp
     emb = load_file(f"{teacher}/model.safetensors")["model.embed_tokens.weight"]
     assert torch.equal(student.wte.weight, emb)  # copied and frozen
     config = json.loads((tmp_path / "d" / "config.json").read_text())
-    assert config["epochs_run"] == 30 and config["args"]["epochs"] == 30
+    assert config["steps_run"] == 30 and config["args"]["steps"] == 30
+    assert sorted(p.name for p in (tmp_path / "d" / "splits").iterdir()) == ["test-heldout.jsonl", "test.jsonl",
+                                                                            "val.jsonl"]
+
+
+def test_the_stream_is_seeded_fresh_and_never_holds_an_evaluation_prompt(teacher, smollm2_tokenizer):
+    from bench.distillation import TaskStream, eval_prompts
+    from tasks import get_task
+    from tasks.data import TaskDataModule
+
+    task = get_task("ioi")
+    dm = TaskDataModule(task, smollm2_tokenizer, 4, 40, 40, seed=0)
+    exclude = eval_prompts(dm)
+    stream = TaskStream(task, smollm2_tokenizer, 0, 16, exclude)
+    first = [stream.examples(k) for k in range(20)]
+    assert not {e.prompt for b in first for e in b} & exclude
+    assert [e.prompt for e in TaskStream(task, smollm2_tokenizer, 0, 16, exclude, start=7).examples(7)] == [
+        e.prompt for e in first[7]]  # a pure function of the step: --resume draws what it would have
+    assert [e.prompt for e in first[0]] != [e.prompt for e in first[1]]
+    assert stream.distinct(20) == len({e.prompt for b in first for e in b})
+    other_rank = TaskStream(task, smollm2_tokenizer, 0, 16, exclude, rank=1)
+    assert {e.prompt for e in other_rank.examples(0)} != {e.prompt for e in first[0]}
+    banned = frozenset(e.prompt for e in first[3][:5])
+    assert len(TaskStream(task, smollm2_tokenizer, 0, 16, banned).examples(3)) == 11
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(teacher, tmp_path, monkeypatch):
     common = ("--ckpt-every", "2", "--val-every", "2", "--lr", "0.01")
-    whole = distill(teacher, tmp_path / "a", "--epochs", "6", *common)
-    distill(teacher, tmp_path / "b", "--epochs", "3", *common)  # a short run, then extend it ...
-    original = DistillationModule.on_train_epoch_end
+    whole = distill(teacher, tmp_path / "a", "--steps", "6", *common)
+    distill(teacher, tmp_path / "b", "--steps", "3", *common)  # a short run, then extend it ...
+    original = DistillationModule.on_train_batch_end
 
-    def crash(self):
-        original(self)
-        if self.current_epoch == 4:  # ... and kill it in epoch 5: last.ckpt holds epoch 4
+    def crash(self, outputs, batch, batch_idx):
+        original(self, outputs, batch, batch_idx)
+        if self.global_step == 5:  # ... and kill it in step 6: last.ckpt holds step 4
             raise RuntimeError("killed")
-    monkeypatch.setattr(DistillationModule, "on_train_epoch_end", crash)
+    monkeypatch.setattr(DistillationModule, "on_train_batch_end", crash)
     with pytest.raises(RuntimeError, match="killed"):
-        distill(teacher, tmp_path / "b", "--epochs", "6", "--resume", *common)
+        distill(teacher, tmp_path / "b", "--steps", "6", "--resume", *common)
     monkeypatch.undo()
-    resumed = distill(teacher, tmp_path / "b", "--epochs", "6", "--resume", *common)
-    assert resumed["train"]["resumed_from_epoch"] == 4 and resumed["train"]["epochs_run"] == 6
+    resumed = distill(teacher, tmp_path / "b", "--steps", "6", "--resume", *common)
+    assert resumed["train"]["resumed_from_step"] == 4 and resumed["train"]["steps"] == 6
     for m in (whole, resumed):
-        del m["train"]["wall_s"], m["train"]["resumed_from_epoch"]
+        del m["train"]["wall_s"], m["train"]["resumed_from_step"]
     assert resumed == whole
     a, b = (load_file(tmp_path / x / "student" / "model.safetensors") for x in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -93,17 +120,18 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(teacher, tmp_path, mon
 
 
 def test_match_sizes_the_student_and_uses_the_runs_prompts(teacher, run_dir, tmp_path):
-    m = distill(teacher, tmp_path / "m", "--epochs", "2", shape=("--match", str(run_dir)))
+    m = distill(teacher, tmp_path / "m", "--steps", "20", "--batch-size", "16", shape=("--match", str(run_dir)))
+    assert m["train"]["steps"] == 20 and m["train"]["distinct_prompts"] >= 320
     target = json.loads((run_dir / "metrics.json").read_text())["pruned"]["non_embedding"]
     assert m["match"]["circuit_non_embedding"] == target
     assert abs(m["student"]["non_embedding"] / target - 1) <= 0.10
-    for split in ("patching", "val", "test"):
+    for split in ("val", "test", "test-heldout"):
         name = f"{split}.jsonl"
         assert (tmp_path / "m" / "splits" / name).read_text() == (run_dir / "splits" / name).read_text()
 
 
 def test_init_circuit_fine_tunes_the_pruned_model(teacher, run_dir, tmp_path):
-    m = distill(teacher, tmp_path / "c", "--epochs", "2", "--init", "circuit", shape=("--match", str(run_dir)))
+    m = distill(teacher, tmp_path / "c", "--steps", "2", "--init", "circuit", shape=("--match", str(run_dir)))
     circuit, _ = load_pruned(run_dir / "pruned")
     student, _ = load_pruned(tmp_path / "c" / "student")
     assert m["student"]["non_embedding"] == m["match"]["circuit_non_embedding"]
@@ -141,7 +169,9 @@ def _bad_runs(run_dir, tmp_path):
 
 BAD = {
     "lr": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--lr", "0"],
-    "epochs": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--epochs", "0"],
+    "steps": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--steps", "0"],
+    "batch": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--batch-size", "0"],
+    "precision": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--precision", "fp7"],
     "temperature": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--temperature", "0"],
     "nan": ["--layers", "1", "--heads", "1", "--d-mlp", "4", "--temperature", "nan"],
     "both": ["--match", "{run}", "--layers", "1", "--heads", "1", "--d-mlp", "4"],
@@ -177,7 +207,20 @@ def test_perf_benchmark_writes_its_table(teacher, tmp_path):
     from bench.perf_distill import main as perf
 
     out = tmp_path / "perf.md"
-    assert perf(["--model", teacher, "--steps", "1", "--warmup", "0", "--n-prompts", "4", "--out", str(out)]) == 0
+    assert perf(["--model", teacher, "--steps", "2", "--warmup", "1", "--batch-size", "4", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| cached teacher logits |" in text and "| teacher forward every step |" in text and "×" in text
+    assert "| teacher forward |" in text and "| backward |" in text and "| `bench distill`'s Lightning loop |" in text
+    assert "×** the hand-written loop's steps/s" in text and "of the hand-written step" in text
     assert torch.__version__ in text and "python -m bench.perf_distill" in text
+
+
+def test_a_batch_that_cannot_fit_is_refused(teacher, tmp_path, monkeypatch, capsys):
+    import bench.distill
+
+    monkeypatch.setattr(bench.distill, "available_bytes", lambda device: 1024 ** 2)  # a 1 MB machine
+    argv = ["distill", "--task", "ioi", "--model", teacher, "--layers", "1", "--heads", "1", "--d-mlp", "4",
+            "--batch-size", "4096", "--out", str(tmp_path / "big")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch-size 4096 needs about" in err[0]
+    assert not (tmp_path / "big").exists()

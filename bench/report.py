@@ -339,10 +339,13 @@ def plot_latency(task: TaskResult, table: list[Row], path: Path) -> None:
 
 
 def plot_task(task: TaskResult, table: list[Row], directory: Path) -> list[str]:
+    from bench.curves import plot_training
+
     names = [f"accuracy-vs-params-{task.task}.png", f"latency-{task.task}.png"]
     plot_accuracy(task, table, directory / names[0])
     plot_latency(task, table, directory / names[1])
-    return names
+    curves = f"distillation-{task.task}.png"
+    return names + ([curves] if plot_training(task, directory / curves) else [])
 
 
 # ---- files ---------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def runs(tmp_path_factory, teacher) -> Path:
     extract(teacher, root / "e-heads-s0", "--no-include-mlps")
     for name, init in (("d-random-s0", "random"), ("d-circuit-s0", "circuit")):
         run_ok(["distill", "--task", TASK, "--match", str(root / "e-mlps-s0"), "--init", init, "--steps", "2",
-                "--batch-size", "8", "--device", "cpu", "--out", str(root / name)])
+                "--batch-size", "8", "--log-every", "1", "--device", "cpu", "--out", str(root / name)])
     return root
 
 
@@ -112,7 +112,8 @@ def check_png(path: Path) -> None:
 def test_report_files_tables_and_plots(result):
     out = result.out
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["report.md", "results.csv", "runs.csv", f"accuracy-vs-params-{TASK}.png", f"latency-{TASK}.png"])
+        ["report.md", "results.csv", "runs.csv", f"accuracy-vs-params-{TASK}.png", f"latency-{TASK}.png",
+         f"distillation-{TASK}.png"])
     md = (out / "report.md").read_text()
     assert f"## {TASK}" in md and "shared by every run" in md and f"`{result.command}`" in md
     assert result.command.startswith(f"bench compare --task {TASK} --runs ") and "--latency-runs 20" in result.command
@@ -341,3 +342,13 @@ def test_cli(runs, tmp_path, capsys, monkeypatch):
     assert (out / "report.md").is_file() and f"report: {out / 'report.md'}" in printed.replace("\n", "")
     assert HEADS in printed and MLPS in printed and "b=8 ms (p95)" in printed  # not wrapped, though not a terminal
     assert "--latency-runs 21" in (out / "report.md").read_text()
+
+
+def test_distillation_curves_come_from_the_runs_logs(runs):
+    from bench.curves import read_scalars
+
+    for name in ("d-random-s0", "d-circuit-s0"):
+        s = read_scalars(runs / name)
+        assert [step for step, _ in s["train/l_distill"]] == [1, 2]  # --log-every 1
+        assert [step for step, _ in s["val/accuracy"]] == [2] and [step for step, _ in s["heldout/accuracy"]] == [2]
+    assert read_scalars(runs / "e-mlps-s0") == {}  # an extraction run has no training curves

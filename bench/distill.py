@@ -270,13 +270,30 @@ def make_trainer(args: DistillArgs, out: Path) -> L.Trainer:
     try:
         return L.Trainer(max_steps=args.steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
                          strategy=args.strategy, precision=args.precision, logger=logger,
-                         callbacks=[ckpt, final, RichProgressBar()], val_check_interval=args.val_every,
+                         callbacks=[ckpt, final, progress_bar()], val_check_interval=args.val_every,
                          check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=args.log_every,
                          enable_model_summary=False, default_root_dir=out)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
         raise BenchError(f"the Trainer refuses --accelerator {args.accelerator} --devices {args.devices} --strategy "
                          f"{args.strategy} --precision {args.precision} ({str(e).strip().splitlines()[0]}); "
                          "see `bench distill --help`") from None
+
+
+def progress_bar() -> Callback:
+    """Rich's live bar in a terminal; in a log file (where it would print nothing for hours) a line per validation."""
+    return RichProgressBar() if Console().is_terminal else ValidationLines()
+
+
+class ValidationLines(Callback):
+    """One flushed line per validation: steps done, the last logged L_distill, validation and held-out numbers."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
+        parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "val/kl", "heldout/kl") if k in m]
+        parts += [f"{k} {m[k]:.1%}" for k in ("val/accuracy", "heldout/accuracy") if k in m]
+        print(f"step {trainer.global_step}/{trainer.max_steps}: {', '.join(parts)}", flush=True)
 
 
 class FinalCheckpoint(Callback):

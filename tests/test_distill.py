@@ -56,7 +56,11 @@ def test_student_learns_the_teacher_from_the_stream(teacher, tmp_path, capsys):
     s, tr = m["student"], m["train"]
     assert s["test_kl_to_teacher"] < 0.9 * s["test_kl_to_teacher_at_init"]
     assert s["heldout_kl_to_teacher"] < s["heldout_kl_to_teacher_at_init"]  # it learns the task, not its prompts
-    assert tr["steps"] == 30 and tr["batch_size"] == 16 and "30 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert tr["steps"] == 30 and tr["batch_size"] == 16 and "30 steps" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("step ")]  # not a terminal: a line each
+    assert [line.split(":")[0] for line in lines] == ["step 8/30", "step 16/30", "step 24/30"]  # then the table
+    assert "val/accuracy" in lines[0] and "heldout/kl" in lines[0]
     assert 30 * 16 * 0.95 <= tr["distinct_prompts"] <= 30 * 16  # fresh prompts every step
     loss = scalars(tmp_path / "d", "train/l_distill")
     assert len(loss) == 30 and sum(loss[k] for k in range(26, 31)) < 0.8 * sum(loss[k] for k in range(1, 6))

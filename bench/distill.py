@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
@@ -20,20 +20,21 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.distillation import (DistillationModule, DistillData, init_student, size_student, student_config,
-                                teacher_config, trainable)
+from bench.distillation import (DistillationModule, DistillData, FinalCheckpoint, init_student, progress_bar,
+                                size_student, student_config, teacher_config, trainable)
 from bench.evaluate import accuracy, kl_to
-from bench.memory import GB, available_bytes, batch_bytes
 from bench.extract import versions
+from bench.match import ExtractionRun, match_info, read_run
+from bench.memory import GB, available_bytes, batch_bytes
 from bench.rundir import check_out, default_dir, write_json
 from models import arch, loading
 from models.generate import hf_last_logits
 from models.io import MANIFEST, load_pruned, save_pruned
 from models.pruned import PrunedModel, count_params, count_params_of
-from models.types import BenchError, Circuit, read_json
+from models.types import BenchError, read_json
 from tasks import get_task
 from tasks.base import first_token_is_target
-from tasks.data import TaskDataModule, load_splits
+from tasks.data import TaskDataModule
 
 EVAL_SPLITS = ("val", "test", "test-heldout")
 
@@ -149,34 +150,6 @@ class DistillArgs:
                            skip=("resume", "steps", "ckpt_every", "val_every", "log_every"))
 
 
-@dataclass
-class ExtractionRun:
-    """What `--match` reads from an extraction run directory."""
-
-    path: Path
-    circuit: Circuit
-    metrics: dict
-    splits: dict
-
-    @property
-    def target(self) -> int:
-        return self.metrics["pruned"]["non_embedding"]
-
-
-def read_run(path: Path) -> ExtractionRun:
-    """The circuit, metrics and splits of a `bench extract` run; anything missing or corrupt -> BenchError."""
-    circuit = Circuit.load(path / "circuit.json")
-    metrics = read_json(path / "metrics.json")
-    try:
-        target = metrics["pruned"]["non_embedding"]
-        if isinstance(target, bool) or not isinstance(target, int) or target < 1:
-            raise ValueError(f"non_embedding is {target!r}")
-    except (KeyError, TypeError, ValueError) as e:
-        raise BenchError(f"{path / 'metrics.json'} is corrupt ({type(e).__name__}: {e}); "
-                         "re-run `bench extract`") from None
-    return ExtractionRun(path, circuit, metrics, load_splits(path / "splits"))
-
-
 def teacher_name(args: DistillArgs, run: ExtractionRun | None) -> str:
     if run is None:
         return args.model or loading.DEFAULT_MODEL
@@ -279,34 +252,6 @@ def make_trainer(args: DistillArgs, out: Path) -> L.Trainer:
                          "see `bench distill --help`") from None
 
 
-def progress_bar() -> Callback:
-    """Rich's live bar in a terminal; in a log file (where it would print nothing for hours) a line per validation."""
-    return RichProgressBar() if Console().is_terminal else ValidationLines()
-
-
-class ValidationLines(Callback):
-    """One flushed line per validation: steps done, the last logged L_distill, validation and held-out numbers."""
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        m = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
-        parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "val/kl", "heldout/kl") if k in m]
-        parts += [f"{k} {m[k]:.1%}" for k in ("val/accuracy", "heldout/accuracy") if k in m]
-        print(f"step {trainer.global_step}/{trainer.max_steps}: {', '.join(parts)}", flush=True)
-
-
-class FinalCheckpoint(Callback):
-    """last.ckpt at the end of training too (inside the training processes, so it holds the true loop state
-    under every strategy): --resume with more --steps continues from there."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
-
-
 def train(args: DistillArgs, trainer: L.Trainer, out: Path, module: DistillationModule,
           data: DistillData) -> tuple[int, int, float]:
     """Fit, resuming from last.ckpt with --resume; (steps done, steps resumed from, training wall seconds)."""
@@ -383,15 +328,6 @@ def log_end(out: Path, report: dict, step: int) -> None:
         for prefix, split in (("val", "val"), ("heldout", "heldout")):
             tb.add_scalar(f"{prefix}/kl", report[f"{split}_kl_to_teacher"], step)
             tb.add_scalar(f"{prefix}/accuracy", report[f"{split}_accuracy"], step)
-
-
-def match_info(run: ExtractionRun | None, student: dict) -> dict | None:
-    if run is None:
-        return None
-    pruned = run.metrics["pruned"]
-    return {"run": str(run.path), "circuit_non_embedding": run.target, "ratio": student["non_embedding"] / run.target,
-            "circuit_test_accuracy": pruned.get("test_accuracy"), "circuit_test_kl": pruned.get("test_kl_to_full"),
-            "circuit_heldout_accuracy": pruned.get("heldout_accuracy")}
 
 
 def begin(out: Path, args: DistillArgs, teacher: str, shape: dict, dm: TaskDataModule) -> None:

@@ -1,4 +1,5 @@
-"""Knowledge distillation, the paper's baseline: the loss, the student, and a LightningModule that trains it.
+"""Knowledge distillation, the paper's baseline: the loss, the task stream, the student, the LightningModule that
+trains it and its Trainer callbacks.
 
 The student is a `PrunedModel` with every head and MLP kept (scheme "zero", so no folded constants) of a
 chosen shape, or the extracted circuit itself. Its token embeddings (+ learned positions) and the (tied)
@@ -12,12 +13,15 @@ import itertools
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Iterator
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+from rich.console import Console
 from torch.utils.data import DataLoader, IterableDataset
 
 from models.ablation import no_means
@@ -285,3 +289,33 @@ def answers(fn, ids: torch.Tensor, first_logits: torch.Tensor, n_new: int) -> to
         return first
     rest = greedy(fn, torch.cat([ids, first.to(ids)], dim=1), n_new - 1)  # (N, n_new - 1)
     return torch.cat([first, rest.to(first)], dim=1)
+
+
+# ---- the Trainer's callbacks ------------------------------------------------------------------------
+
+def progress_bar() -> Callback:
+    """Rich's live bar in a terminal; in a log file (where it would print nothing for hours) a line per validation."""
+    return RichProgressBar() if Console().is_terminal else ValidationLines()
+
+
+class ValidationLines(Callback):
+    """One flushed line per validation: steps done, the last logged L_distill, validation and held-out numbers."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
+        parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "val/kl", "heldout/kl") if k in m]
+        parts += [f"{k} {m[k]:.1%}" for k in ("val/accuracy", "heldout/accuracy") if k in m]
+        print(f"step {trainer.global_step}/{trainer.max_steps}: {', '.join(parts)}", flush=True)
+
+
+class FinalCheckpoint(Callback):
+    """last.ckpt at the end of training too (inside the training processes, so it holds the true loop state
+    under every strategy): --resume with more --steps continues from there."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)

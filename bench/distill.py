@@ -298,17 +298,20 @@ def distill(args: DistillArgs) -> Path:
     student_info = {"init": args.init, "shape": shape, **count_params(module.student), **report,
                     "test_kl_to_teacher_at_init": at_init["test_kl_to_teacher"],
                     "heldout_kl_to_teacher_at_init": at_init["heldout_kl_to_teacher"]}
-    world = max(1, trainer.world_size)
     metrics = {"task": args.task, "teacher": teacher_info, "student": student_info,
                "match": match_info(run, student_info),
-               "train": {"steps": steps, "steps_requested": args.steps, "resumed_from_step": start,
-                         "batch_size": args.batch_size, "devices": world,
-                         "distinct_prompts": data.stream().distinct(steps, world), "wall_s": wall,
-                         "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
-                         "temperature": args.temperature, "ce_weight": args.ce_weight,
-                         "n": {k: len(dm.split(k)) for k in EVAL_SPLITS}}}
+               "train": train_info(args, steps, start, wall, data, max(1, trainer.world_size))}
     finish(out, args, module.student, metrics)
     return out
+
+
+def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: DistillData, world: int) -> dict:
+    """metrics.json's train block: how much training, on how many distinct prompts, how long, at what precision."""
+    return {"steps": steps, "steps_requested": args.steps, "resumed_from_step": start,
+            "batch_size": args.batch_size, "devices": world, "distinct_prompts": data.stream().distinct(steps, world),
+            "wall_s": wall, "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
+            "temperature": args.temperature, "ce_weight": args.ce_weight,
+            "n": {k: len(data.split(k)) for k in EVAL_SPLITS}}
 
 
 def check_batch(teacher, task, tokenizer, args: DistillArgs, device: torch.device) -> None:

@@ -243,7 +243,8 @@ def make_trainer(args: DistillArgs, out: Path) -> L.Trainer:
     try:
         return L.Trainer(max_steps=args.steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
                          strategy=args.strategy, precision=args.precision, logger=logger,
-                         callbacks=[ckpt, final, progress_bar()], val_check_interval=args.val_every,
+                         callbacks=[ckpt, final, progress_bar()], enable_progress_bar=False,
+                         val_check_interval=args.val_every,
                          check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=args.log_every,
                          enable_model_summary=False, default_root_dir=out)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:

@@ -20,8 +20,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from lightning.pytorch.callbacks import Callback, RichProgressBar
-from rich.console import Console
+from lightning.pytorch.callbacks import Callback
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 from torch.utils.data import DataLoader, IterableDataset
 
 from models.ablation import no_means
@@ -294,8 +297,38 @@ def answers(fn, ids: torch.Tensor, first_logits: torch.Tensor, n_new: int) -> to
 # ---- the Trainer's callbacks ------------------------------------------------------------------------
 
 def progress_bar() -> Callback:
-    """Rich's live bar in a terminal; in a log file (where it would print nothing for hours) a line per validation."""
-    return RichProgressBar() if Console().is_terminal else ValidationLines()
+    """A live 'step k/N' bar in a terminal; in a log file (where a live bar prints nothing for hours) a line per
+    validation."""
+    return StepBar() if Console().is_terminal else ValidationLines()
+
+
+class StepBar(Callback):
+    """A rich bar over the optimizer steps (Lightning's counts epochs, which mean nothing on a stream), with a line
+    under it for the last logged L_distill and validation numbers."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.progress = Progress(TextColumn("step"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn())
+        self.task = self.progress.add_task("", total=trainer.max_steps, completed=trainer.global_step)
+        self.state = Text()
+        self.live = Live(Group(self.progress, self.state), refresh_per_second=4)
+        self.live.start()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.progress.update(self.task, completed=trainer.global_step)
+        self.state.plain = _state(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.live.stop()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.live.stop()
+
+
+def _state(trainer: L.Trainer) -> str:
+    m = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
+    parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "val/kl", "heldout/kl") if k in m]
+    return ", ".join(parts + [f"{k} {m[k]:.1%}" for k in ("val/accuracy", "heldout/accuracy") if k in m])
 
 
 class ValidationLines(Callback):
@@ -304,10 +337,7 @@ class ValidationLines(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        m = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
-        parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "val/kl", "heldout/kl") if k in m]
-        parts += [f"{k} {m[k]:.1%}" for k in ("val/accuracy", "heldout/accuracy") if k in m]
-        print(f"step {trainer.global_step}/{trainer.max_steps}: {', '.join(parts)}", flush=True)
+        print(f"step {trainer.global_step}/{trainer.max_steps}: {_state(trainer)}", flush=True)
 
 
 class FinalCheckpoint(Callback):

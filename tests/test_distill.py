@@ -228,3 +228,13 @@ def test_a_batch_that_cannot_fit_is_refused(teacher, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--batch-size 4096 needs about" in err[0]
     assert not (tmp_path / "big").exists()
+
+
+def test_in_a_terminal_the_bar_counts_steps_not_epochs(teacher, tmp_path, monkeypatch, capsys):
+    import bench.distillation
+    from rich.console import Console
+
+    monkeypatch.setattr(bench.distillation, "Console", lambda: Console(force_terminal=True))
+    distill(teacher, tmp_path / "t", "--steps", "3", "--val-every", "2")
+    out = capsys.readouterr().out
+    assert "3/3" in out and "Epoch" not in out and "train/l_distill" in out

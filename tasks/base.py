@@ -51,6 +51,9 @@ class Space:
     render: Callable[[int], Example]
 
 
+_SPACES: dict[tuple["Task", int], tuple[Tokenizer, list["Space"]]] = {}  # (task, id(tokenizer)) -> (it, spaces)
+
+
 @dataclass(frozen=True)
 class Task:
     """A task: its templates, how one template's prompts are made for a tokenizer (`space`, which raises
@@ -67,7 +70,7 @@ class Task:
 
     def spaces(self, tok: Tokenizer, heldout: bool) -> list[Space]:
         """The spaces of the training (or held-out) templates that have the task's one token length."""
-        every = [self.space(tok, t) for t in self.templates]
+        every = self._every_space(tok)
         lengths = [s.length for s in every if not s.template.heldout]
         length = max(lengths, key=lambda n: (lengths.count(n), -lengths.index(n)))  # ties: the first template's
         chosen = [s for s in every if s.template.heldout == heldout and s.length == length]
@@ -76,6 +79,14 @@ class Task:
             raise unsupported(tok, self.name, f"no {kind} template has the {length}-token length most training "
                                               "templates share; add one to the task's template registry")
         return chosen
+
+    def _every_space(self, tok: Tokenizer) -> list[Space]:
+        """Every template's space for `tok`, built once per tokenizer: building the word pools is what is slow."""
+        key = (self, id(tok))  # the whole frozen task: a variant with other templates gets its own
+        cached = _SPACES.get(key)
+        if cached is None or cached[0] is not tok:  # an id can be reused once its tokenizer is gone
+            _SPACES[key] = cached = (tok, [self.space(tok, t) for t in self.templates])
+        return cached[1]
 
     def examples(self, tok: Tokenizer, n: int, seed: int, heldout: bool = False) -> list[Example]:
         """n distinct examples of the training (or held-out) templates, seeded, the templates taking turns."""

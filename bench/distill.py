@@ -289,13 +289,15 @@ def distill(args: DistillArgs) -> Path:
     data = DistillData.wrap(dm, args.task, args.seed, args.batch_size)
     if rank0:
         begin(out, args, name, shape, dm)
+        if not args.resume:
+            log_eval(out, at_init, 0)  # the curves start where the student starts
     steps, start, wall = train(args, trainer, out, module, data)
     if not rank0:
         return out
     teacher.to(device)
     report = student_report(module.student, task, tokenizer, dm, teacher_fn, args)
     if steps > start and steps % args.val_every:  # the end of training is always validated
-        log_end(out, report, steps)
+        log_eval(out, report, steps)
     student_info = {"init": args.init, "shape": shape, **count_params(module.student), **report,
                     "test_kl_to_teacher_at_init": at_init["test_kl_to_teacher"],
                     "heldout_kl_to_teacher_at_init": at_init["heldout_kl_to_teacher"]}
@@ -326,8 +328,8 @@ def check_batch(teacher, task, tokenizer, args: DistillArgs, device: torch.devic
                          f"{free_b / GB:.1f} GB is free; lower --batch-size")
 
 
-def log_end(out: Path, report: dict, step: int) -> None:
-    """The final evaluation, as the last validation point of the curves."""
+def log_eval(out: Path, report: dict, step: int) -> None:
+    """An evaluation outside the Trainer (before training, and at the end) as a validation point of the curves."""
     with SummaryWriter(out / "tb") as tb:
         for prefix, split in (("val", "val"), ("heldout", "heldout")):
             tb.add_scalar(f"{prefix}/kl", report[f"{split}_kl_to_teacher"], step)

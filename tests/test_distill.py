@@ -65,7 +65,7 @@ def test_student_learns_the_teacher_from_the_stream(teacher, tmp_path, capsys):
     loss = scalars(tmp_path / "d", "train/l_distill")
     assert len(loss) == 30 and sum(loss[k] for k in range(26, 31)) < 0.8 * sum(loss[k] for k in range(1, 6))
     for tag in ("val/kl", "val/accuracy", "heldout/kl", "heldout/accuracy"):
-        assert sorted(scalars(tmp_path / "d", tag)) == [8, 16, 24, 30], tag  # every 8 steps and the end
+        assert sorted(scalars(tmp_path / "d", tag)) == [0, 8, 16, 24, 30], tag  # the start, every 8 and the end
     student, manifest = load_pruned(tmp_path / "d" / "student")
     assert manifest["circuit"] is None and manifest["distill"]["steps"] == 30
     norms, qkv, o, mlp = 3 * 48, 48 * 8 * (3 + 2 * 1), 3 * 8 * 48, 3 * 48 * 16

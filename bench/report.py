@@ -24,7 +24,7 @@ class Measurement:
 
     task: str
     method: str
-    settings: str  # what replicates of a method share (alpha, ablation, epochs, ...)
+    settings: str  # what replicates of a method share (alpha, ablation, steps, ...)
     run: str  # the run directory; "" for the full model
     seed: int | None
     split: str  # short digest of the test split it was scored on

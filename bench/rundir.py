@@ -20,7 +20,7 @@ NOT_RESULTS = ("out", "overwrite", "batch_size", "cache_gb")  # options that do 
 def default_dir(readable: str, args, skip: tuple[str, ...] = ()) -> Path:
     """runs/READABLE-HASH: the hash covers every option that can change the result, so two commands that differ
     in any of them (--no-include-mlps, --n-val, --dtype, ...) never share a default directory. `skip`: options
-    a later command may change on the same directory (distill's --epochs with --resume)."""
+    a later command may change on the same directory (distill's --steps with --resume)."""
     options = {k: v for k, v in asdict(args).items() if k not in NOT_RESULTS + skip}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path("runs") / f"{readable}-{digest}"

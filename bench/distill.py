@@ -25,7 +25,7 @@ from bench.distillation import (DistillationModule, DistillData, FinalCheckpoint
 from bench.evaluate import accuracy, kl_to
 from bench.extract import versions
 from bench.match import ExtractionRun, match_info, read_run
-from bench.memory import GB, available_bytes, batch_bytes
+from bench.memory import batch_bytes, require
 from bench.rundir import check_out, default_dir, write_json
 from models import arch, loading
 from models.generate import hf_last_logits
@@ -320,12 +320,9 @@ def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: Dis
 def check_batch(teacher, task, tokenizer, args: DistillArgs, device: torch.device) -> None:
     """Refuse, in one line, a --batch-size whose training step (teacher forward, student forward and backward:
     about four forwards' activations) cannot fit the free memory."""
-    s = arch.check_supported(teacher)
     t = task.spaces(tokenizer, heldout=False)[0].length
-    need, free_b = 4 * batch_bytes(s, t, args.batch_size, 4), available_bytes(device)
-    if need > free_b:
-        raise BenchError(f"--batch-size {args.batch_size} needs about {need / GB:.1f} GB per step on {device}, but "
-                         f"{free_b / GB:.1f} GB is free; lower --batch-size")
+    require(4 * batch_bytes(arch.check_supported(teacher), t, args.batch_size, 4), device,
+            f"--batch-size {args.batch_size}", "one training step", "lower --batch-size")
 
 
 def log_eval(out: Path, report: dict, step: int) -> None:

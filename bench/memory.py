@@ -39,12 +39,18 @@ def cache_bytes_per_prompt(s: Shape, t: int, itemsize: int) -> int:
     return (s.n_layers + s.n_heads) * t * s.d_model * itemsize + s.vocab_size * itemsize
 
 
+def require(need: int, device: torch.device, what: str, detail: str, fix: str) -> None:
+    """Refuse, in one line, work that needs more than the free memory:
+    '<what> needs about X GB on <device> (<detail>), but Y GB is free; <fix>'."""
+    free = available_bytes(device)
+    if need > free:
+        raise BenchError(f"{what} needs about {need / GB:.1f} GB on {device} ({detail}), but {free / GB:.1f} GB is "
+                         f"free; {fix}")
+
+
 def check_fits(s: Shape, t: int, n_val: int, batch: int, cache_gb: float, device: torch.device,
                itemsize: int) -> None:
-    """Refuse, in one line, a --batch-size whose working set plus the filled cache exceeds the free memory."""
+    """Refuse a search whose --batch-size working set plus the filled cache exceeds the free memory."""
     cache = min(cache_gb * GB, n_val * cache_bytes_per_prompt(s, t, itemsize))
-    need, free = batch_bytes(s, t, min(batch, n_val), itemsize) + cache, available_bytes(device)
-    if need > free:
-        raise BenchError(f"--batch-size {batch} needs about {need / GB:.1f} GB on {device} (one batch, plus up to "
-                         f"{cache / GB:.1f} GB of --cache-gb), but {free / GB:.1f} GB is free; lower --batch-size "
-                         "or --cache-gb")
+    require(batch_bytes(s, t, min(batch, n_val), itemsize) + cache, device, f"--batch-size {batch}",
+            f"one batch, plus up to {cache / GB:.1f} GB of --cache-gb", "lower --batch-size or --cache-gb")

@@ -219,9 +219,9 @@ def test_perf_benchmark_writes_its_table(teacher, tmp_path):
 
 
 def test_a_batch_that_cannot_fit_is_refused(teacher, tmp_path, monkeypatch, capsys):
-    import bench.distill
+    from bench import memory
 
-    monkeypatch.setattr(bench.distill, "available_bytes", lambda device: 1024 ** 2)  # a 1 MB machine
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024 ** 2)  # a 1 MB machine
     argv = ["distill", "--task", "ioi", "--model", teacher, "--layers", "1", "--heads", "1", "--d-mlp", "4",
             "--batch-size", "4096", "--out", str(tmp_path / "big")]
     assert main(argv) == 2

@@ -2,9 +2,10 @@
 # Builds every run behind results/compare-smollm2-135m/ on CPU and writes the report. Runs that already
 # exist are kept, so an interrupted build continues.
 # Usage: bash results/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
-#   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) fresh prompts. On 2 CPU cores
-#           a step of a 25M-parameter student at batch 64 takes 3.3 s (results/distill-steps-cpu.md), so the
-#           paper's 20000 steps are the GPU preset: bash results/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
+#   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) fresh prompts, which took 425 s
+#           (circuit + KD) and 539 s (random init) for the size-matched IOI students of seed 0 on 2 CPU cores
+#           (results/kd-stream-ioi-smollm2-135m); acronyms' prompts are 3x longer. The paper's 20000 steps are the
+#           GPU preset: bash results/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
 #           Every report row says how many steps of how many prompts ran.
 #   SEEDS   default "0 1 2". A seed draws the patching, validation, test and held-out-template prompts of its
 #           extraction runs and initialises its students; the report gives mean ± std over seeds.

@@ -234,7 +234,9 @@ class DistillationModule(L.LightningModule):
         self.accs[dataloader_idx].update(got.cpu(), batch["targets"].cpu())
 
     def on_validation_epoch_end(self) -> None:
-        kl = self.trainer.strategy.reduce(self._kl.to(self.device), reduce_op="sum")
+        kl = self._kl  # float64 stays on the CPU (MPS has none) unless ranks must add theirs up
+        if self.trainer.world_size > 1:
+            kl = self.trainer.strategy.reduce(kl.to(self.device), reduce_op="sum")
         values = {}
         for i, prefix in enumerate(("val", "heldout")):
             values[f"{prefix}/kl"] = kl[i, 0] / kl[i, 1].clamp(min=1)

@@ -226,8 +226,13 @@ class PrunedModel(nn.Module):
 
 
 def last_attention(blocks) -> int:
-    """Index of the last of `blocks` that still has attention heads; -1 when none has."""
-    return max((i for i, b in enumerate(blocks) if b.attn is not None), default=-1)
+    """Index of the last of `blocks` that still has attention heads; -1 when none has. A plain loop: torch.compile
+    traces it, where `max(..., default=-1)` broke the graph on every forward."""
+    last = -1
+    for i, b in enumerate(blocks):
+        if b.attn is not None:
+            last = i
+    return last
 
 
 def run_to_last(blocks, x: torch.Tensor, rope, t: int) -> torch.Tensor:

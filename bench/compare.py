@@ -33,6 +33,7 @@ from tasks.data import Split
 
 REPORTS = ("md",)
 MIN_LATENCY_RUNS = 20
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 WIDE = 200  # columns of the terminal table when the output is not a terminal
 
 
@@ -54,6 +55,9 @@ class CompareArgs:
         hf_reference: also score and time the Hugging Face model itself, as a reference row.
         batch_size: prompts per forward for accuracy and KL, and the larger latency batch (b = the smaller of it
             and the test prompts; the other is b=1).
+        compile: none (eager), default (torch.compile, inductor) or reduce-overhead (CUDA graphs), for the full and
+            every pruned or distilled model alike; the HF reference stays eager. The warm-up covers compilation,
+            and its time is in runs.csv (warmup_s).
     """
 
     task: str
@@ -68,6 +72,7 @@ class CompareArgs:
     warmup: int = 3
     hf_reference: bool = True
     batch_size: int = 100
+    compile: str = "none"
 
     def __post_init__(self) -> None:
         if self.task != "all":
@@ -79,6 +84,8 @@ class CompareArgs:
                 raise BenchError(f"--runs {r} is not a directory; give run directories or folders that hold them")
         if self.report not in REPORTS:
             raise BenchError(f"unknown --report {self.report!r}; use one of: {', '.join(REPORTS)}")
+        if self.compile not in COMPILE_MODES:
+            raise BenchError(f"unknown --compile {self.compile!r}; use one of: {', '.join(COMPILE_MODES)}")
         if self.batch_size < 1:
             raise BenchError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.latency_runs < MIN_LATENCY_RUNS:
@@ -277,17 +284,25 @@ def read_test_splits(run: Run, vocab: int) -> TestSplits:
     return splits
 
 
-def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None, b: Bench) -> dict:
-    """Accuracy and KL to the full model `ref` (0 for the full model itself) on both test splits, in batches of
-    --batch-size; latency at b = min(--batch-size, test prompts) and at b=1 on the test split."""
+def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None, b: Bench,
+          compile_it: bool = True) -> dict:
+    """Latency at b = min(--batch-size, test prompts) and at b=1 on the test split (first: its warm-up holds the
+    compilation under --compile), then accuracy and KL to the full model `ref` (0 for the full model itself) on both
+    test splits, in batches of --batch-size."""
+    model = deployed(model, b.args.compile if compile_it else "none")
     fn = lambda ids: model(ids.to(b.device), last_only=True)  # noqa: E731
     ids, runs, warmup, bs = splits.test.input_ids, b.args.latency_runs, b.args.warmup, b.args.batch_size
-    out = {}
+    out = {"latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
     for prefix, split in (("", splits.test), ("heldout_", splits.heldout)):
         out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
         out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split, bs)
-    return {**out, "latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs,
-                                                                                              warmup)}
+    return out
+
+
+def deployed(model: nn.Module, mode: str) -> nn.Module:
+    """The model as a deployer runs it: eager (`none`) or torch.compile'd in `mode` (default: inductor;
+    reduce-overhead: CUDA graphs on a GPU). Compilation happens at the first call of each input shape."""
+    return model if mode == "none" else torch.compile(model, mode=mode, dynamic=False)
 
 
 def load_run_model(run: Run, b: Bench) -> PrunedModel:
@@ -310,7 +325,7 @@ def measure_full(task: str, splits: TestSplits, b: Bench) -> tuple[list[Measurem
                   full_latency_b1_ms=s["latency_b1"].median_ms)
     out = [Measurement(method=FULL, **common, **s)]
     if b.hf is not None:
-        out.append(Measurement(method=HF, **common, **score(b.hf, task, splits, ref, b)))
+        out.append(Measurement(method=HF, **common, **score(b.hf, task, splits, ref, b, compile_it=False)))
     return out, ref
 
 
@@ -352,7 +367,7 @@ def command_line(args: CompareArgs, out: Path) -> str:
     argv = ["bench", "compare", "--task", args.task, *(["--runs", *args.runs] if args.runs else []),
             *(["--model", args.model] if args.model else []), "--report", args.report, "--out", str(out),
             "--device", args.device, "--dtype", args.dtype, "--latency-runs", str(args.latency_runs),
-            "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+            "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--compile", args.compile,
             "--hf-reference" if args.hf_reference else "--no-hf-reference"]
     return shlex.join(argv + (["--overwrite"] if args.overwrite else []))
 
@@ -369,7 +384,7 @@ def environment(b: Bench, tasks: list[TaskResult], load: str) -> dict:
 
     lat = tasks[0].measurements[0].latency
     return {"device": lat.device, "dtype": lat.dtype, "torch": lat.torch, "transformers": transformers.__version__,
-            "latency_runs": b.args.latency_runs, "warmup": b.args.warmup, "load": load,
+            "latency_runs": b.args.latency_runs, "warmup": b.args.warmup, "load": load, "compile": b.args.compile,
             "timer": "CUDA events" if b.device.type == "cuda" else "time.perf_counter_ns"}
 
 

@@ -20,6 +20,7 @@ class Latency:
     device: str
     dtype: str
     torch: str
+    warmup_s: float = 0.0  # the untimed warm-up calls, compilation and graph capture included
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,11 +54,13 @@ def measure(model: torch.nn.Module, ids: torch.Tensor, runs: int = 20, warmup: i
     p = next(model.parameters())
     ids = ids.to(p.device)
     fn = lambda: model(ids, last_only=True)  # noqa: E731
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
     if p.device.type == "cuda":
         torch.cuda.synchronize(p.device)
+    warm = time.perf_counter() - start
     times = sorted(_time_once(fn, p.device) for _ in range(runs))
     p95 = times[min(len(times) - 1, max(0, round(0.95 * len(times)) - 1))]
     return Latency(statistics.median(times), p95, runs, ids.shape[0], ids.shape[1],
-                   device_name(p.device), str(p.dtype).removeprefix("torch."), torch.__version__)
+                   device_name(p.device), str(p.dtype).removeprefix("torch."), torch.__version__, warm)

@@ -350,12 +350,20 @@ def plot_task(task: TaskResult, table: list[Row], directory: Path) -> list[str]:
 
 # ---- files ---------------------------------------------------------------------------------------------
 
+def compiled(mode: str) -> str:
+    if mode == "none":
+        return "eager"
+    return (f"models compiled with torch.compile(mode={mode!r}) (the HF reference eager; runs.csv's warmup_s holds "
+            "each model's warm-up, compilation included)")
+
+
 def markdown(result: CompareResult, plots: dict[str, list[str]]) -> str:
     e = result.env
     lines = [f"# Circuits vs distillation — {result.model}", "", f"Command: `{result.command}`", "",
              f"Device: {e['device']}; dtype {e['dtype']}; torch {e['torch']}; transformers {e['transformers']}"
              + (f"; {e['load']} when the comparison started" if e.get("load") else "") + ". "
-             f"Latency: median (p95) of {e['latency_runs']} timed forwards after {e['warmup']} warm-up, under "
+             f"Latency: median (p95) of {e['latency_runs']} timed forwards after {e['warmup']} warm-up, "
+             f"{compiled(e.get('compile', 'none'))}, under "
              f"inference_mode, {e['timer']}; every model returns last-position logits through the same PrunedModel "
              "code path (the full model is the PrunedModel with nothing removed). Accuracy and KL (to that full "
              "model, next-token distribution at the last position) are on the runs' test split (prompts of the "
@@ -388,7 +396,7 @@ def task_section(task: TaskResult, plots: list[str]) -> list[str]:
 
 
 RUN_COLUMNS = ("task", "method", "settings", "run", "seed", "split", "n_test", *METRICS, "batch", "seq_len",
-               "device", "dtype", "torch", "reported_non_embedding", "reported_accuracy", "reported_kl")
+               "device", "dtype", "torch", "warmup_s", "reported_non_embedding", "reported_accuracy", "reported_kl")
 
 
 def run_record(m: Measurement) -> dict:
@@ -396,6 +404,7 @@ def run_record(m: Measurement) -> dict:
     return {"task": m.task, "method": m.method, "settings": m.settings, "run": m.run, "seed": m.seed, "split": m.split,
             "n_test": m.n_test, **{k: fn(m) for k, fn in METRICS.items()}, "batch": lat.batch, "seq_len": lat.seq_len,
             "device": lat.device, "dtype": lat.dtype, "torch": lat.torch,
+            "warmup_s": lat.warmup_s + m.latency_b1.warmup_s,
             **{f"reported_{k}": m.reported.get(k) for k in ("non_embedding", "accuracy", "kl")}}
 
 

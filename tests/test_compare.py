@@ -226,7 +226,9 @@ def test_latency_measure_on_cpu(teacher):
     lat = measure(model, ids, runs=21, warmup=2)
     assert (lat.runs, lat.batch, lat.seq_len, lat.dtype, lat.torch) == (21, 3, 7, "float32", torch.__version__)
     assert 0 < lat.median_ms <= lat.p95_ms and lat.device.startswith("cpu")
-    assert set(lat.to_dict()) == {"median_ms", "p95_ms", "runs", "batch", "seq_len", "device", "dtype", "torch"}
+    assert set(lat.to_dict()) == {"median_ms", "p95_ms", "runs", "batch", "seq_len", "device", "dtype", "torch",
+                                  "warmup_s"}
+    assert lat.warmup_s > 0
     with pytest.raises(ValueError):
         measure(model, ids, runs=0)
 
@@ -295,6 +297,8 @@ def bad_cases(runs: Path, tmp: Path) -> dict[str, tuple[dict, str]]:
         "existing out": ({"runs": [r], "out": str(full)}, "already holds results; pass --overwrite"),
         "few latency runs": ({"runs": [r], "latency_runs": 5}, "--latency-runs must be >= 20"),
         "unknown report": ({"runs": [r], "report": "html"}, "unknown --report"),
+        "unknown compile mode": ({"runs": [r], "compile": "warp"}, "unknown --compile 'warp'"),
+        "batch size": ({"runs": [r], "batch_size": 0}, "--batch-size must be >= 1"),
         "unknown task": ({"runs": [r], "task": "sorting"}, "unknown task"),
     }
 
@@ -353,3 +357,20 @@ def test_distillation_curves_come_from_the_runs_logs(runs):
         for tag in ("val/accuracy", "heldout/accuracy"):
             assert [step for step, _ in s[tag]] == [0, 2], tag  # before training and at the end
     assert read_scalars(runs / "e-mlps-s0") == {}  # an extraction run has no training curves
+
+
+def test_compiled_compare_matches_eager(runs, result, tmp_path):
+    """--compile default (inductor, CPU) on the full model and one circuit: the same accuracies and KLs as eager
+    (fp32, to 1e-4), the mode in the report, and each model's warm-up (compilation included) in runs.csv."""
+    out = tmp_path / "compiled"
+    run_ok(["compare", "--task", TASK, "--runs", str(runs / "e-mlps-s0"), "--device", "cpu", "--compile", "default",
+            "--no-hf-reference", "--out", str(out)])
+    eager = {r["method"]: r for r in csv.DictReader(open(result.out / "runs.csv"))}
+    mine = list(csv.DictReader(open(out / "runs.csv")))
+    assert [r["method"] for r in mine] == [FULL, MLPS]
+    for r in mine:
+        for key in ("accuracy", "heldout_accuracy", "kl_to_full", "heldout_kl_to_full"):
+            assert float(r[key]) == pytest.approx(float(eager[r["method"]][key]), abs=1e-4), (r["method"], key)
+        assert float(r["warmup_s"]) > 0
+    md = (out / "report.md").read_text()
+    assert "torch.compile(mode='default')" in md and "--compile default" in md

@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from lightning.pytorch.callbacks import Callback
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console
 from rich.text import Text
 from torch.utils.data import DataLoader, IterableDataset
 
+from bench import progress
 from models.ablation import no_means
 from models.generate import greedy
 from models.pruned import EMBEDDINGS, PrunedConfig, PrunedModel, count_params_of
@@ -309,12 +308,9 @@ class StepBar(Callback):
     under it for the last logged L_distill and validation numbers."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.progress = Progress(TextColumn("step"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn())
+        self.progress, self.state = progress.bar("step"), Text()
         self.task = self.progress.add_task("", total=trainer.max_steps, completed=trainer.global_step)
-        self.state = Text()
-        self.live = Live(Group(self.progress, self.state), refresh_per_second=4)
-        self.live.start()
+        self.live = progress.live(self.progress, self.state)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.progress.update(self.task, completed=trainer.global_step)
@@ -339,7 +335,7 @@ class ValidationLines(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        print(f"step {trainer.global_step}/{trainer.max_steps}: {_state(trainer)}", flush=True)
+        progress.line(f"step {trainer.global_step}/{trainer.max_steps}: {_state(trainer)}")
 
 
 class FinalCheckpoint(Callback):

@@ -11,11 +11,11 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from bench import progress
 from models.pruned import PrunedConfig, count_params_of
 from models.search import BatchedScorer, Search, Step
 from models.types import Component
@@ -84,15 +84,12 @@ class SearchProgress(Callback):
         self.logged, self.beat = 0, time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, module: ExtractionModule) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn())
-        self.state = Text()
+        self.progress, self.state = progress.bar(), Text()
         self.candidates = self.progress.add_task("candidates", total=len(module.search.order))
         n_batches = int(trainer.num_training_batches)
         self.batches = self.progress.add_task("  batches", total=n_batches, visible=n_batches > 1)
         if self.console.is_terminal:
-            self.live = Live(Group(self.progress, self.state), console=self.console, refresh_per_second=4)
-            self.live.start()
+            self.live = progress.live(self.progress, self.state, self.console)
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: ExtractionModule) -> None:
         s = module.search
@@ -105,7 +102,8 @@ class SearchProgress(Callback):
         self.progress.advance(self.batches)
         s, n = module.search, int(trainer.num_training_batches)
         if self.live is None and n > 1 and time.monotonic() - self.beat > HEARTBEAT_S:  # a log: a line a minute
-            self._line(f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}: batch {batch_idx + 1}/{n}")
+            progress.line(f"candidate {len(s.steps) + 1}/{len(s.order)} {s.candidate}: batch {batch_idx + 1}/{n}",
+                          self.console)
             self.beat = time.monotonic()
 
     def on_train_end(self, trainer: L.Trainer, module: ExtractionModule) -> None:
@@ -128,11 +126,6 @@ class SearchProgress(Callback):
         if self.live is None:
             for step in s.steps[self.logged:]:
                 verdict = "removed" if step.removed else "kept"
-                self._line(f"candidate {step.index + 1}/{len(s.order)} {step.component}: {verdict} "
-                           f"(ΔKL {step.delta:+.5f}); {self.state.plain}")
+                progress.line(f"candidate {step.index + 1}/{len(s.order)} {step.component}: {verdict} "
+                              f"(ΔKL {step.delta:+.5f}); {self.state.plain}", self.console)
             self.logged = len(s.steps)
-
-    def _line(self, text: str) -> None:
-        """One plain line, flushed: a log file shows it now, not when the buffer fills."""
-        self.console.print(text, highlight=False, soft_wrap=True)
-        self.console.file.flush()

@@ -39,6 +39,7 @@ VERBS = {
     "distill": Verb("bench.distill", "DistillArgs", "distill", "print_distill"),
     "compare": Verb("bench.compare", "CompareArgs", "compare", "print_compare"),
     "sweep": Verb("bench.sweep", "SweepArgs", "sweep", "print_sweep"),
+    "export": Verb("bench.export", "ExportArgs", "export", "print_export"),
 }
 
 

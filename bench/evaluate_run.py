@@ -45,9 +45,14 @@ def _task_and_model(manifest: dict, where: Path) -> tuple[str, str]:
     return info["task"], info["teacher"]
 
 
+def standalone(run: Path) -> Path:
+    """Where a run keeps its standalone model: pruned/ (bench extract) or student/ (bench distill)."""
+    return next((run / d for d in ("pruned", "student") if (run / d).is_dir()), run / "pruned")
+
+
 def evaluate(args: EvaluateArgs) -> dict:
     run = Path(args.run)
-    where = next((run / d for d in ("pruned", "student") if (run / d).is_dir()), run / "pruned")
+    where = standalone(run)
     device = loading.resolve_device(args.device)
     model, manifest = load_pruned(where, device=device, dtype=loading.resolve_dtype(args.dtype))
     task_name, model_name = _task_and_model(manifest, where)

@@ -1,8 +1,10 @@
-"""Circuit extraction as a LightningModule: one epoch per candidate component of Algorithm 1.
+"""Circuit extraction as a LightningModule: one epoch per step of Algorithm 1.
 
 The training batches are the validation prompts, fed in batches by the task's DataModule. Each step adds its
 batch's KL (full model || candidate ablated on top of what is removed) to the epoch's sum; at the end of the epoch
-the candidate is decided. Memory is bounded by the batch (and the scorer's cache budget), not by the prompts.
+the candidate is decided. With speculation (`Search.speculate` > 1) an epoch scores several states of one layer
+and decides up to the first candidate kept. Memory is bounded by the batch (and the scorer's cache budget), not
+by the prompts.
 """
 from __future__ import annotations
 
@@ -35,7 +37,9 @@ class ExtractionModule(L.LightningModule):
         self.search, self.base_cfg = search, base_cfg
         self.automatic_optimization = False
         self.params = self.remaining_params()
-        self._kl, self._n = 0.0, 0
+        self._states: list = []
+        self._kls: list[float] = []
+        self._n = 0
 
     def remaining_params(self) -> int:
         removed, cfg = self.search.removed, self.base_cfg
@@ -45,19 +49,22 @@ class ExtractionModule(L.LightningModule):
         return count_params_of(pruned)["non_embedding"]
 
     def on_train_epoch_start(self) -> None:
-        self._kl, self._n = 0.0, 0
+        self._states = self.search.states()
+        self._kls, self._n = [0.0] * len(self._states), 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         ids = batch["input_ids"]  # (B, T)
-        state = self.search.removed | {self.search.candidate}
-        self._kl += self.search.scorer.batch_kl(state, batch_idx, ids)
+        kls = self.search.scorer.batch_kls(self._states, batch_idx, ids)
+        self._kls = [a + k for a, k in zip(self._kls, kls)]
         self._n += ids.shape[0]
 
     def on_train_epoch_end(self) -> None:
-        step = self.search.decide(self._kl / self._n)
-        self.params = self.remaining_params()
-        if self.logger is not None:
-            self.logger.log_metrics(self.metrics(step), step=step.index)
+        for step in self.search.decide_all(self._states, [kl / self._n for kl in self._kls]):
+            self.params = self.remaining_params()
+            if self.logger is not None:
+                self.logger.log_metrics(self.metrics(step), step=step.index)
+        if self.search.done:  # speculation decides several candidates an epoch: fewer epochs than candidates
+            self.trainer.should_stop = True
 
     def metrics(self, step: Step) -> dict[str, float]:
         c = step.component

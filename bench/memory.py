@@ -49,8 +49,12 @@ def require(need: int, device: torch.device, what: str, detail: str, fix: str) -
 
 
 def check_fits(s: Shape, t: int, n_val: int, batch: int, cache_gb: float, device: torch.device,
-               itemsize: int) -> None:
-    """Refuse a search whose --batch-size working set plus the filled cache exceeds the free memory."""
+               itemsize: int, speculate: int = 1) -> None:
+    """Refuse a search whose --batch-size working set (times --speculate: the states of a step run as one batch)
+    plus the filled cache exceeds the free memory."""
     cache = min(cache_gb * GB, n_val * cache_bytes_per_prompt(s, t, itemsize))
-    require(batch_bytes(s, t, min(batch, n_val), itemsize) + cache, device, f"--batch-size {batch}",
-            f"one batch, plus up to {cache / GB:.1f} GB of --cache-gb", "lower --batch-size or --cache-gb")
+    rows = min(batch, n_val) * min(speculate, s.n_heads + 1)
+    what = f"--batch-size {batch}" + (f" × --speculate {speculate}" if speculate > 1 else "")
+    require(batch_bytes(s, t, rows, itemsize) + cache, device, what,
+            f"one batch, plus up to {cache / GB:.1f} GB of --cache-gb",
+            "lower --batch-size" + (", --speculate" if speculate > 1 else "") + " or --cache-gb")

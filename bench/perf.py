@@ -44,13 +44,13 @@ def peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
-def run_engine(scorer_cls, model, ids, means, order, alpha, device) -> EngineRun:
+def run_engine(scorer_cls, model, ids, means, order, alpha, device, speculate: int = 1) -> EngineRun:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     scorer = scorer_cls(model, ids, means)
-    search = Search(scorer, order, alpha)
+    search = Search(scorer, order, alpha, speculate)
     removed = search.run()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -68,12 +68,14 @@ def bench_task(task_name: str, model, tok, args, device) -> dict:
     ref = run_engine(HookScorer, model, val, means, order, args.alpha, device)
     other = {dt: run_engine(FastScorer, copy.deepcopy(model).to(loading.resolve_dtype(dt)), val, means, order,
                             args.alpha, device) for dt in args.fast_dtypes}
+    wide = {w: run_engine(FastScorer, model, val, means, order, args.alpha, device, w) for w in args.speculate}
     full_m, pruned_m = prune(model, (), means), prune(model, fast.removed, means)
     test = dm.test.input_ids
     lat = {f"{name}_b{b}": measure(m, test[:b], runs=args.runs).to_dict()
            for b in (len(test), 1) for name, m in (("full", full_m), ("pruned", pruned_m))}
     macs = search_macs(arch.check_supported(model), val.shape[0], val.shape[1], fast.states)
     return {"task": task_name, "reference": ref, "fast": fast, "identical": ref.removed == fast.removed, "other": other,
+            "speculative": wide,
             "mac_ratio": macs[0] / macs[1],
             "params": (count_params(full_m)["non_embedding"], count_params(pruned_m)["non_embedding"]),
             "latency": lat}
@@ -98,7 +100,7 @@ def report(rows: list[dict], args, device) -> str:
     lines += ["", "MAC ratio: the weight multiply-accumulates of the reference loop over the fast engine's, counted "
               "analytically for the states this search scored (`models/macs.py`). Where matmuls dominate, as on "
               "CPU, it is the speed-up any exact engine of this design can reach."]
-    lines += dtype_table(rows)
+    lines += dtype_table(rows) + speculation_table(rows)
     lines += ["", "## Pruned vs full model latency (last-position logits, median of "
               f"{args.runs} runs after warm-up)", "",
               "| task | params cut | batch | seq | full ms (p95) | pruned ms (p95) | latency cut |",
@@ -128,6 +130,21 @@ def dtype_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def speculation_table(rows: list[dict]) -> list[str]:
+    """The fast engine scoring up to `width` candidates of a layer as one batch (--speculate)."""
+    if not rows[0]["speculative"]:
+        return []
+    lines = ["", "## Fast engine with speculation (up to w candidates of a layer scored as one batch)", "",
+             "| task | w | s | speed-up vs reference | speed-up vs fast (w=1) | states scored (w=1) | same circuit |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        for w, run in r["speculative"].items():
+            lines.append(f"| {r['task']} | {w} | {run.wall_s:.1f} | {r['reference'].wall_s / run.wall_s:.1f}× | "
+                         f"{r['fast'].wall_s / run.wall_s:.2f}× | {run.forwards} ({r['fast'].forwards}) | "
+                         f"{'yes' if run.removed == r['reference'].removed else 'NO'} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=loading.DEFAULT_MODEL)
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast-dtypes", nargs="*", default=[], metavar="DTYPE",
                    help="also run the fast engine on a copy of the model in these dtypes (e.g. bfloat16) and "
                         "report whether the circuit changed")
+    p.add_argument("--speculate", nargs="*", type=int, default=[], metavar="W",
+                   help="also run the fast engine scoring up to W candidates of a layer as one batch, for each W")
     p.add_argument("--out", default=None, help="write the markdown report here too")
     args = p.parse_args(argv)
     try:  # fail on a typo before the first long run
@@ -149,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             get_task(name)
         for dt in args.fast_dtypes:
             loading.resolve_dtype(dt)
+        if any(w < 1 for w in args.speculate):
+            raise BenchError("--speculate widths must be >= 1")
         device = loading.resolve_device(args.device)
         model, tok = loading.load_model(args.model, device=device)
     except BenchError as e:

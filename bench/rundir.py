@@ -14,7 +14,7 @@ from typing import Iterator
 from models.types import BenchError
 
 
-NOT_RESULTS = ("out", "overwrite", "batch_size", "cache_gb")  # options that do not change what a run computes
+NOT_RESULTS = ("out", "overwrite", "batch_size", "cache_gb", "speculate")  # options that do not change the result
 
 
 def default_dir(readable: str, args, skip: tuple[str, ...] = ()) -> Path:

@@ -73,6 +73,25 @@ class FastScorer(BatchedScorer):
             x = run_to_last(tail, x, self.rope, self.t)
             return kl_sum(acts.ref, self.base.unembed(x[:, -1]))
 
+    def batch_kls(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[float]:
+        """`batch_kl` of states that differ only in one layer (a speculative step's): that layer's output for each
+        state, stacked along the batch, through the layers above (the same blocks for all) in one pass."""
+        if len(states) == 1 or not all(states):
+            return super().batch_kls(states, i, ids)
+        self.forwards += len(states) * (i == 0)
+        acts = self.cache.get(i, ids)
+        layer = min(c.layer for c in states[0])
+        above = {c for c in states[0] if c.layer > layer}
+        if any(min(c.layer for c in s) != layer or {c for c in s if c.layer > layer} != above for s in states):
+            raise ValueError("batch_kls runs together only states that differ in their lowest layer")
+        tail = [self._block(l, states[0]) for l in range(layer + 1, self.shape.n_layers)]
+        with torch.inference_mode():
+            last_only = last_attention(tail) < 0
+            x = torch.cat([self._layer_out(acts, layer, s, last_only) for s in states])  # (len(states) B, T, d)
+            x = run_to_last(tail, x, self.rope, self.t)
+            logits = self.base.unembed(x[:, -1]).split(ids.shape[0])  # len(states) x (B, V)
+            return [kl_sum(acts.ref, z) for z in logits]
+
     def _head_outputs(self, acts: _Acts, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each head's output, (nh, B, T, d), and each head's ablated output, (nh, T, d), for `layer`."""
         block, s = self.base.blocks[layer], self.shape

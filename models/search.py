@@ -90,8 +90,19 @@ class BatchedScorer:
     def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
         raise NotImplementedError
 
+    def batch_kls(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[float]:
+        """`batch_kl` of several states; an engine that can runs them together."""
+        return [self.batch_kl(state, i, ids) for state in states]
+
     def __call__(self, removed: frozenset[Component]) -> float:
         return sum(self.batch_kl(removed, i, b) for i, b in enumerate(self.batches)) / self.n
+
+    def many(self, states: list[frozenset[Component]]) -> list[float]:
+        """The mean KL of each state, the batches' sums added as `__call__` adds them."""
+        sums = [0.0] * len(states)
+        for i, b in enumerate(self.batches):
+            sums = [a + k for a, k in zip(sums, self.batch_kls(states, i, b))]
+        return [x / self.n for x in sums]
 
     def count(self, i: int) -> None:
         self.forwards += i == 0
@@ -109,18 +120,37 @@ class Step:
 
 
 class Search:
-    """Decides one candidate per `step`; `removed` holds what is ablated so far."""
+    """Decides one candidate per `step`; `removed` holds what is ablated so far.
 
-    def __init__(self, scorer: Scorer, order: Iterable[Component], alpha: float):
-        self.scorer, self.order, self.alpha = scorer, list(order), alpha
+    With `speculate` = w > 1 a step scores the next w candidates of the current layer at once, each on top of the
+    ones before it as if those stay removed (states R+c1, R+c1+c2, ...), through the scorer's `many` when it has
+    one (the fast engine runs them as one batch). The candidates are then decided in order up to the first one
+    that is kept: the states after it assumed it removed and are dropped. Every decision uses the KL of exactly
+    the state the plain walk scores, so the circuit is the same; what changes is how many states one launch
+    sequence scores (GPU), at the price of the dropped ones (all waste on a CPU, where w = 1 is fastest)."""
+
+    def __init__(self, scorer: Scorer, order: Iterable[Component], alpha: float, speculate: int = 1):
+        self.scorer, self.order, self.alpha, self.speculate = scorer, list(order), alpha, speculate
         self.removed: frozenset[Component] = frozenset()
         self.kl = scorer(self.removed)  # 0 for an exact scorer; kept for honesty
         self.steps: list[Step] = []
+        self.asked: list[frozenset[Component]] = [self.removed]  # every state the scorer scored, in order
 
     @property
     def candidate(self) -> Component:
         """The next component to decide."""
         return self.order[len(self.steps)]
+
+    def states(self) -> list[frozenset[Component]]:
+        """The states the next step scores: the next `speculate` candidates of the candidate's layer, each
+        removed on top of `removed` and of the ones before it."""
+        out, state = [], self.removed
+        for c in self.order[len(self.steps):len(self.steps) + self.speculate]:
+            if c.layer != self.candidate.layer:
+                break
+            state = state | {c}
+            out.append(state)
+        return out
 
     def decide(self, kl: float) -> Step:
         """Decide `candidate`, given the KL with it ablated on top of `removed`."""
@@ -131,16 +161,26 @@ class Search:
         self.steps.append(step)
         return step
 
-    def step(self) -> Step:
-        return self.decide(self.scorer(self.removed | {self.candidate}))
+    def decide_all(self, states: list[frozenset[Component]], kls: list[float]) -> list[Step]:
+        """Decide in order the candidates that `states` (from `states()`) added, given their KLs, up to and
+        including the first one kept."""
+        self.asked.extend(states)
+        out = []
+        for kl in kls:
+            out.append(self.decide(kl))
+            if not out[-1].removed:
+                break
+        return out
+
+    def step(self) -> list[Step]:
+        states = self.states()
+        many = getattr(self.scorer, "many", None)
+        return self.decide_all(states, many(states) if many else [self.scorer(s) for s in states])
 
     def scored_states(self) -> list[frozenset[Component]]:
-        """Every removed set the scorer was asked about, in order, the empty start included."""
-        out, removed = [frozenset()], frozenset()
-        for st in self.steps:
-            out.append(removed | {st.component})
-            removed = out[-1] if st.removed else removed
-        return out
+        """Every removed set the scorer was asked about, in order, the empty start and the dropped speculative
+        states included."""
+        return list(self.asked)
 
     @property
     def done(self) -> bool:

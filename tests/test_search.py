@@ -75,3 +75,39 @@ def test_fast_path_returns_the_reference_circuit(arch, scheme, include_mlps):
         assert Search(FastScorer(model, ids, means), order, alpha).run() == ref
         sizes.add(len(ref))
     assert any(0 < n < len(order) for n in sizes)  # some alpha gives a mixed circuit, so the check bites
+
+
+def test_speculation_decides_by_hand_with_the_plain_walks_kls():
+    """The hand-computed example again, scoring a layer's candidates at once: same decisions, same KLs, and the
+    states after a kept candidate are scored but dropped."""
+    cost = {Component(1, 0): 0.01, Component(1, 1): 0.3, Component(1): 0.02, Component(0, 0): 0.01,
+            Component(0, 1): 0.05, Component(0): 0.0}
+    score = lambda removed: sum(cost[c] for c in removed) + 0.5 * ({Component(1, 0), Component(0, 0)} <= removed)  # noqa: E731
+    plain = Search(score, candidate_order(2, 2, True), alpha=0.03)
+    fast = Search(score, candidate_order(2, 2, True), alpha=0.03, speculate=3)
+    assert fast.run() == plain.run()
+    assert [(s.component, s.kl, s.removed) for s in fast.steps] == [(s.component, s.kl, s.removed) for s in plain.steps]
+    # L1: [H0, H0+H1, H0+H1+MLP], H1 kept -> [H0+MLP]; L0: [H0, ...] H0 kept -> [H1, H1+MLP], H1 kept -> [MLP]
+    assert len(fast.scored_states()) == 1 + 3 + 1 + 3 + 2 + 1
+    assert plain.scored_states() == [frozenset()] + [s for s in fast.scored_states()[1:] if s in plain.scored_states()]
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_speculative_fast_engine_returns_the_plain_circuit(arch, scheme):
+    """States run stacked in one batch through the fast engine: the same KLs (to float noise) and circuit."""
+    model = MODELS[arch](2)
+    means = collect_means(model, tiny_ids(8, 10, seed=6), scheme)
+    ids = tiny_ids(6, 10, seed=7)
+    order = candidate_order(model.config.num_hidden_layers, model.config.num_attention_heads, True)
+    sizes = set()
+    for alpha in (0.005, 0.02, 0.1):
+        plain = Search(FastScorer(model, ids, means, batch_size=4), order, alpha)
+        plain.run()
+        for width in (2, len(order)):
+            fast = Search(FastScorer(model, ids, means, batch_size=4), order, alpha, speculate=width)
+            assert fast.run() == plain.removed
+            assert [s.kl for s in fast.steps] == pytest.approx([s.kl for s in plain.steps], rel=1e-6, abs=1e-9)
+            assert fast.scorer.forwards == len(fast.scored_states())  # dropped states counted too
+        sizes.add(len(plain.removed))
+    assert any(0 < n < len(order) for n in sizes)

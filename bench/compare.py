@@ -57,7 +57,7 @@ class CompareArgs:
             and the test prompts; the other is b=1).
         compile: none (eager), default (torch.compile, inductor) or reduce-overhead (CUDA graphs), for the full and
             every pruned or distilled model alike; the HF reference stays eager. The warm-up covers compilation,
-            and its time is in runs.csv (warmup_s).
+            and its time is in the report's warm-up column and runs.csv (warmup_s).
     """
 
     task: str

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.distillation import (DistillationModule, DistillData, FinalCheckpoint, init_student, progress_bar,
-                                size_student, student_config, teacher_config, trainable)
+from bench.distill_data import DistillData, TeacherPool
+from bench.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
+                                student_config, teacher_config, trainable)
 from bench.evaluate import accuracy, kl_to
 from bench.extract import versions
 from bench.match import ExtractionRun, match_info, read_run
@@ -58,6 +60,9 @@ class DistillArgs:
         init: random (seeded normal(0, 0.02) body) or circuit (fine-tune --match's pruned model).
         model: the teacher (default: --match's model, else smollm2-135m).
         steps: Adam steps, each on a fresh batch of the task stream (the paper's "20000 epochs").
+        teacher_pool: 0 (default): the teacher runs in every step on fresh prompts. N > 0: train on a pool of the
+            stream's first N prompts instead, passing over it in seeded orders, with the teacher's logits computed
+            once (N × vocabulary floats in memory).
         batch_size: prompts per step (per device under DDP), and per evaluation forward.
         lr: Adam learning rate.
         temperature: softmax temperature T of L_distill.
@@ -87,6 +92,7 @@ class DistillArgs:
     init: str = "random"
     model: str | None = None
     steps: int = 20000
+    teacher_pool: int = 0
     batch_size: int = 64
     lr: float = 1e-3
     temperature: float = 1.0
@@ -122,6 +128,8 @@ class DistillArgs:
         for name in ("steps", "batch_size", "n_val", "n_test", "val_every", "ckpt_every", "log_every"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.teacher_pool < 0:
+            raise BenchError(f"--teacher-pool must be >= 0 (0: the teacher in every step), got {self.teacher_pool}")
         if self.overwrite and self.resume:
             raise BenchError("give either --overwrite (start again) or --resume (continue), not both")
         if self.match is not None and self.out_dir.resolve() == Path(self.match).resolve():
@@ -287,6 +295,7 @@ def distill(args: DistillArgs) -> Path:
     module = DistillationModule(trainable(student.cpu()), teacher, task, tokenizer, args.lr, args.temperature,
                                 args.ce_weight, args.log_every)
     data = DistillData.wrap(dm, args.task, args.seed, args.batch_size)
+    data.pool = teacher_pool(args, data, teacher_fn, teacher.config.vocab_size, device)
     if rank0:
         begin(out, args, name, shape, dm)
         if not args.resume:
@@ -311,10 +320,24 @@ def distill(args: DistillArgs) -> Path:
 def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: DistillData, world: int) -> dict:
     """metrics.json's train block: how much training, on how many distinct prompts, how long, at what precision."""
     return {"steps": steps, "steps_requested": args.steps, "resumed_from_step": start,
-            "batch_size": args.batch_size, "devices": world, "distinct_prompts": data.stream().distinct(steps, world),
-            "wall_s": wall, "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
+            "batch_size": args.batch_size, "devices": world, "distinct_prompts": data.distinct(steps, world),
+            "teacher_pool": args.teacher_pool, "teacher_pool_s": data.pool_s if data.pool else 0.0, "wall_s": wall, "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
             "temperature": args.temperature, "ce_weight": args.ce_weight,
             "n": {k: len(data.split(k)) for k in EVAL_SPLITS}}
+
+
+def teacher_pool(args: DistillArgs, data: DistillData, teacher_fn, vocab: int,
+                 device: torch.device) -> TeacherPool | None:
+    """--teacher-pool's pool, its teacher logits computed now (timed: data.pool_s); None without it."""
+    if not args.teacher_pool:
+        return None
+    need = args.teacher_pool * vocab * torch.get_default_dtype().itemsize
+    require(need, torch.device("cpu"), f"--teacher-pool {args.teacher_pool}", "its teacher logits",
+            "lower --teacher-pool, or give 0 (the teacher in every step)")
+    start = time.perf_counter()
+    pool = TeacherPool.build(data.stream(), args.teacher_pool, teacher_fn, device)
+    data.pool_s = time.perf_counter() - start
+    return pool
 
 
 def check_batch(teacher, task, tokenizer, args: DistillArgs, device: torch.device) -> None:

@@ -1,5 +1,5 @@
-"""Knowledge distillation, the paper's baseline: the loss, the task stream, the student, the LightningModule that
-trains it and its Trainer callbacks.
+"""Knowledge distillation, the paper's baseline: the loss, the student, the LightningModule that trains it and its
+Trainer callbacks (the training data, a task stream or a pool, is in `distill_data.py`).
 
 The student is a `PrunedModel` with every head and MLP kept (scheme "zero", so no folded constants) of a
 chosen shape, or the extracted circuit itself. Its token embeddings (+ learned positions) and the (tied)
@@ -8,13 +8,10 @@ Shapes: N prompts, T positions, V vocabulary.
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import lightning as L
 import torch
@@ -23,7 +20,6 @@ from torch import nn
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 from rich.text import Text
-from torch.utils.data import DataLoader, IterableDataset
 
 from bench import progress
 from models.ablation import no_means
@@ -31,8 +27,8 @@ from models.generate import greedy
 from models.pruned import EMBEDDINGS, PrunedConfig, PrunedModel, count_params_of
 from models.surgery import copy_ends, pruned_config
 from models.types import BenchError
-from tasks.base import Example, Task, draw_examples
-from tasks.data import SPLITS, TaskAccuracy, TaskDataModule
+from tasks.base import Task
+from tasks.data import TaskAccuracy
 
 
 def l_distill(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | None = None,
@@ -56,77 +52,6 @@ def l_distill(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tenso
 def kl_mean(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """KL(teacher ‖ student) at temperature 1, mean over prompts; (N, V) each -> scalar."""
     return l_distill(student, teacher)
-
-
-# ---- data: a seeded stream of fresh training prompts; the evaluation splits in batches -----------------
-
-class TaskStream(IterableDataset):
-    """Training batches drawn afresh at every step from the task's training templates.
-
-    Batch k (from `start` on) is a pure function of (task, seed, rank, k): a resumed run draws exactly what an
-    uninterrupted one would, and each DDP rank draws its own prompts. Prompts in `exclude` (every evaluation split)
-    are dropped, so training never sees one; that leaves a batch a prompt short about once in a blue moon."""
-
-    def __init__(self, task: Task, tokenizer, seed: int, batch_size: int, exclude: frozenset[str], start: int = 0,
-                 rank: int = 0) -> None:
-        self.spaces = task.spaces(tokenizer, heldout=False)  # once: building the pools is the slow part
-        self.task, self.seed, self.batch_size, self.exclude = task.name, seed, batch_size, exclude
-        self.start, self.rank = start, rank
-
-    def examples(self, k: int) -> list[Example]:
-        """Step k's prompts; templates take turns across steps as within one."""
-        o = (k * self.batch_size) % len(self.spaces)
-        spaces = self.spaces[o:] + self.spaces[:o]
-        drawn = draw_examples(spaces, self.batch_size, self.seed, self.task, stream=f"distill/{self.rank}/{k}")
-        return [e for e in drawn if e.prompt not in self.exclude]
-
-    def batch(self, k: int) -> dict[str, torch.Tensor]:
-        ex = self.examples(k)
-        return {"input_ids": torch.tensor([e.input_ids for e in ex]), "targets": torch.tensor([e.target for e in ex])}
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        return (self.batch(k) for k in itertools.count(self.start))
-
-    def distinct(self, steps: int, ranks: int = 1) -> int:
-        """How many distinct prompts steps 0..steps-1 of every rank hold (re-drawn: the stream is a function)."""
-        seen = {hash(e.prompt) for r in range(ranks) for k in range(steps)
-                for e in TaskStream.examples(self._on(r), k)}
-        return len(seen)
-
-    def _on(self, rank: int) -> "TaskStream":
-        other = copy.copy(self)
-        other.rank = rank
-        return other
-
-
-class DistillData(TaskDataModule):
-    """The task's evaluation splits (val, test, test-heldout, in batches) and, for training, a `TaskStream` that
-    starts at the trainer's step, so --resume continues the stream where the checkpoint left it."""
-
-    stream_args: tuple
-
-    @classmethod
-    def wrap(cls, dm: TaskDataModule, task_name: str, seed: int, batch_size: int) -> "DistillData":
-        out = cls.from_splits(task_name, dm.tokenizer, {name: dm.split(name) for name in SPLITS})
-        out.batch_size, out.stream_args = batch_size, (seed, batch_size, eval_prompts(dm))
-        return out
-
-    def val_dataloader(self) -> list[DataLoader]:  # validation watches the held-out templates too
-        return [self._loader("val"), self._loader("test-heldout")]
-
-    def train_dataloader(self) -> DataLoader:
-        step = self.trainer.global_step if self.trainer is not None else 0
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return DataLoader(TaskStream(self.task, self.tokenizer, *self.stream_args, start=step, rank=rank),
-                          batch_size=None)
-
-    def stream(self) -> TaskStream:
-        return TaskStream(self.task, self.tokenizer, *self.stream_args)
-
-
-def eval_prompts(dm: TaskDataModule) -> frozenset[str]:
-    """Every prompt of every split (the run's patching prompts included): none may be trained on."""
-    return frozenset(e.prompt for name in SPLITS for e in dm.split(name).examples)
 
 
 # ---- the student -------------------------------------------------------------------------------------
@@ -191,7 +116,7 @@ def trainable(model: PrunedModel) -> PrunedModel:
 class DistillationModule(L.LightningModule):
     """Trains `student` on L_distill with Adam, one step per batch of the task stream. The teacher is frozen and not
     a submodule (never trained, never checkpointed); its answer-position logits are computed in the step under
-    no_grad (see README: a fresh stream cannot be cached).
+    no_grad, or come with the batch from a `TeacherPool` (see README and results/distill-teacher-cpu.md).
 
     TensorBoard gets train/l_distill every `log_every` steps, and val/kl, val/accuracy, heldout/kl and
     heldout/accuracy at each validation, against the steps done. The frozen embeddings are left out of checkpoints
@@ -219,7 +144,8 @@ class DistillationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         ids = batch["input_ids"]
-        loss = l_distill(self(ids), self.teacher_logits(ids), batch["targets"], self.temperature, self.ce_weight)
+        teacher = batch["teacher"] if "teacher" in batch else self.teacher_logits(ids)  # a pool's are cached
+        loss = l_distill(self(ids), teacher, batch["targets"], self.temperature, self.ce_weight)
         if (self.global_step + 1) % self.log_every == 0:
             self._record({"train/l_distill": loss.detach()}, self.global_step + 1)
         return loss

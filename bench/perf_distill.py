@@ -25,8 +25,8 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from bench.cli import expected_warnings, normalise, quiet_libraries
-from bench.distillation import (DistillationModule, TaskStream, init_student, l_distill, student_config,
-                                teacher_config)
+from bench.distill_data import TaskStream
+from bench.distillation import DistillationModule, init_student, l_distill, student_config, teacher_config
 from models import arch, loading
 from models.pruned import count_params, count_params_of
 from models.types import BenchError

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.cli import quiet_libraries
-from bench.distillation import (DistillationModule, TaskStream, eval_prompts, init_student, l_distill,
+from bench.distill_data import TaskStream, TeacherPool, eval_prompts
+from bench.distillation import (DistillationModule, init_student, l_distill,
                                 student_config, teacher_config)
 from bench.evaluate import accuracy, kl_to
 from models import arch, loading
@@ -55,34 +56,11 @@ def stream_batches(stream: TaskStream, steps: int, device):
         yield stream.batch(k)["input_ids"].to(device), None
 
 
-def pool_of(stream: TaskStream, size: int) -> torch.Tensor:
-    """The first `size` distinct prompts of the stream (N, T)."""
-    seen: dict[str, list[int]] = {}
-    for k in range(10 * size):
-        for e in stream.examples(k):
-            seen.setdefault(e.prompt, e.input_ids)
-        if len(seen) >= size:
-            return torch.tensor(list(seen.values())[:size])
-    raise BenchError(f"the stream holds fewer than {size} distinct prompts; give a smaller --pool")
-
-
-def pool_batches(ids: torch.Tensor, targets, steps: int, batch: int, seed: int, device):
-    """Seeded passes over the pool, a fresh permutation per pass; yields (prompts, cached teacher targets)."""
-    g, order = torch.Generator().manual_seed(seed), torch.empty(0, dtype=torch.long)
-    for _ in range(steps):
-        if len(order) < batch:
-            order = torch.cat([order, torch.randperm(len(ids), generator=g)])
-        pick, order = order[:batch], order[batch:]
-        yield ids[pick].to(device), tuple(t[pick].to(device) for t in targets)
-
-
-def cache(module: DistillationModule, ids: torch.Tensor, batch: int, k: int | None, device) -> tuple:
-    """The teacher's outputs for the pool, in batches: full logits (V columns) or the top-k form."""
-    parts = []
-    for chunk in ids.split(batch):
-        logits = module.teacher_logits(chunk.to(device)).float()
-        parts.append((logits,) if k is None else top_k_targets(logits, k))
-    return tuple(torch.cat(col).cpu() for col in zip(*parts))
+def pool_batches(pool: TeacherPool, targets: tuple, steps: int, device):
+    """`bench distill --teacher-pool`'s batches (seeded passes over the pool) with the cached teacher targets."""
+    for k in range(steps):
+        i = pool.indices(k)
+        yield pool.ids[i].to(device), tuple(t[i].to(device) for t in targets)
 
 
 def loss_of(module: DistillationModule, ids: torch.Tensor, cached: tuple | None) -> torch.Tensor:
@@ -134,16 +112,16 @@ def measure(args: argparse.Namespace) -> dict:
     stream = TaskStream(task, tok, args.seed, args.batch_size, eval_prompts(dm))
     shape = (args.layers or max(1, s.n_layers // 4), s.n_heads, s.d_mlp)
     student = init_student(student_config(teacher_config(teacher), s.group, *shape), teacher, args.seed)
-    pool = pool_of(stream, args.pool)
     rows = []
     for variant, k in zip(VARIANTS, (None, None, args.top_k)):
         module = DistillationModule(copy.deepcopy(student), teacher, task, tok).to(device)
         module.on_fit_start()
-        if rows:
+        if rows:  # the pool's teacher forward is timed in each variant: part of its cost
             start = time.perf_counter()
-            cached = cache(module, pool, args.batch_size, k, device)
-            build, distinct = time.perf_counter() - start, len(pool)
-            batches = pool_batches(pool, cached, args.steps, args.batch_size, args.seed, device)
+            pool = TeacherPool.build(stream, args.pool, module.teacher_logits, device)
+            targets = (pool.logits,) if k is None else top_k_targets(pool.logits, k)
+            build, distinct = time.perf_counter() - start, len(pool.ids)
+            batches = pool_batches(pool, targets, args.steps, device)
         else:
             build, distinct, batches = 0.0, stream.distinct(args.steps), stream_batches(stream, args.steps, device)
         wall = train(module.train(), batches, device)

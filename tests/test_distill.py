@@ -79,7 +79,7 @@ def test_student_learns_the_teacher_from_the_stream(teacher, tmp_path, capsys):
 
 
 def test_the_stream_is_seeded_fresh_and_never_holds_an_evaluation_prompt(teacher, smollm2_tokenizer):
-    from bench.distillation import TaskStream, eval_prompts
+    from bench.distill_data import TaskStream, eval_prompts
     from tasks import get_task
     from tasks.data import TaskDataModule
 
@@ -97,6 +97,39 @@ def test_the_stream_is_seeded_fresh_and_never_holds_an_evaluation_prompt(teacher
     assert {e.prompt for e in other_rank.examples(0)} != {e.prompt for e in first[0]}
     banned = frozenset(e.prompt for e in first[3][:5])
     assert len(TaskStream(task, smollm2_tokenizer, 0, 16, banned).examples(3)) == 11
+
+
+def test_the_pool_passes_over_its_prompts_as_a_function_of_the_step(smollm2_tokenizer):
+    from bench.distill_data import TaskStream, TeacherPool, eval_prompts
+    from tasks import get_task
+    from tasks.data import TaskDataModule
+
+    task = get_task("ioi")
+    dm = TaskDataModule(task, smollm2_tokenizer, 4, 40, 40, seed=0)
+    stream = TaskStream(task, smollm2_tokenizer, 0, 16, eval_prompts(dm))
+    fake = lambda ids: ids.float().sum(-1, keepdim=True).repeat(1, 3)  # noqa: E731 - (N, 3) "logits" of the prompt
+    pool = TeacherPool.build(stream, 40, fake, torch.device("cpu"))
+    assert len({tuple(r) for r in pool.ids.tolist()}) == 40 and torch.equal(pool.logits, fake(pool.ids))
+    assert not {smollm2_tokenizer.decode(r) for r in pool.ids.tolist()} & eval_prompts(dm)
+    rows = torch.cat([pool.indices(k) for k in range(5)])  # 80 = two passes of 40
+    assert sorted(rows[:40].tolist()) == sorted(rows[40:].tolist()) == list(range(40))
+    assert not torch.equal(rows[:40], rows[40:])  # each pass in its own order
+    b = pool.at(3, 0).batch(3)
+    assert torch.equal(b["input_ids"], pool.ids[rows[48:64]]) and torch.equal(b["teacher"], fake(b["input_ids"]))
+    assert next(iter(pool.at(3, 0)))["input_ids"].equal(b["input_ids"])  # --resume draws what it would have
+    assert pool.distinct(1) == 16 and pool.distinct(3) == 40 and 16 < pool.distinct(1, ranks=2) <= 32
+
+
+def test_a_pooled_student_learns_and_resumes_exactly(teacher, tmp_path):
+    common = ("--teacher-pool", "24", "--ckpt-every", "2", "--val-every", "2", "--lr", "0.01")
+    whole = distill(teacher, tmp_path / "a", "--steps", "6", *common)
+    assert whole["train"]["distinct_prompts"] == 24 and whole["train"]["teacher_pool"] == 24
+    assert whole["student"]["heldout_kl_to_teacher"] < whole["student"]["heldout_kl_to_teacher_at_init"]
+    distill(teacher, tmp_path / "b", "--steps", "3", *common)
+    resumed = distill(teacher, tmp_path / "b", "--steps", "6", "--resume", *common)
+    for m in (whole, resumed):
+        del m["train"]["wall_s"], m["train"]["resumed_from_step"], m["train"]["teacher_pool_s"]
+    assert resumed == whole
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(teacher, tmp_path, monkeypatch):

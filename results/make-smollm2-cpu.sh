@@ -6,7 +6,7 @@
 #           (circuit + KD) and 539 s (random init) for the size-matched IOI students of seed 0 on 2 CPU cores with
 #           the teacher in every step (results/kd-stream-ioi-smollm2-135m); acronyms' prompts are 3x longer.
 #           Below 20000 steps the students train on a teacher pool of a quarter of the prompts they see (four
-#           passes, teacher logits computed once): 2.07x faster at equal held-out KL on CPU
+#           passes, teacher logits computed once): 2.07x faster at equal held-out KL (0.99x) on CPU
 #           (results/distill-teacher-cpu.md). The paper's 20000 steps are the GPU preset, teacher in every step:
 #           bash results/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
 #           Every report row says how many steps of how many prompts ran.

@@ -308,7 +308,7 @@ def deployed(model: nn.Module, mode: str) -> nn.Module:
 def load_run_model(run: Run, b: Bench) -> PrunedModel:
     model, _ = load_pruned(run.weights, device=b.device, dtype=b.dtype)
     mine, full = model.cfg, b.full.cfg
-    if (mine.arch, mine.d_model, mine.vocab_size) != (full.arch, full.d_model, full.vocab_size):
+    if (mine.family, mine.d_model, mine.vocab_size) != (full.family, full.d_model, full.vocab_size):
         raise BenchError(f"{run.weights} is not a model of {run.model}; leave {run.path} out of --runs")
     return model
 

@@ -217,7 +217,7 @@ def make_student(args: DistillArgs, run: ExtractionRun | None, teacher) -> tuple
     if args.init == "circuit":
         student, _ = load_pruned(run.path / "pruned")
         c = student.cfg
-        if (c.arch, c.d_model, c.vocab_size) != (s.arch, s.d_model, s.vocab_size):
+        if (c.family, c.d_model, c.vocab_size) != (s.family, s.d_model, s.vocab_size):
             raise BenchError(f"{run.path / 'pruned'} does not belong to the teacher {run.circuit.model}")
         return trainable(student), {"layers": c.n_layers, "heads": sum(map(len, c.heads)), "mlps": sum(c.mlps)}
     base = teacher_config(teacher)

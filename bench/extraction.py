@@ -45,7 +45,7 @@ class ExtractionModule(L.LightningModule):
         removed, cfg = self.search.removed, self.base_cfg
         heads = [[h for h in hs if Component(l, h) not in removed] for l, hs in enumerate(cfg.heads)]
         mlps = [keep and Component(l) not in removed for l, keep in enumerate(cfg.mlps)]
-        pruned = PrunedConfig(**{**cfg.to_dict(), "heads": heads, "mlps": mlps})
+        pruned = PrunedConfig.from_dict({**cfg.to_dict(), "heads": heads, "mlps": mlps})
         return count_params_of(pruned)["non_embedding"]
 
     def on_train_epoch_start(self) -> None:

@@ -95,8 +95,8 @@ def _sum_outputs(model: nn.Module, ids: torch.Tensor, positional: bool, z: torch
 
         def grab_mlp(mod, args, output, l=l):
             out[l] += output.float().sum(dims).view(out.shape[1:]).cpu().double()
-        handles += [arch.out_proj(block).register_forward_pre_hook(grab_z),
-                    arch.mlp(block).register_forward_hook(grab_mlp)]
+        handles += [arch.out_proj(model, block).register_forward_pre_hook(grab_z),
+                    arch.mlp(model, block).register_forward_hook(grab_mlp)]
     try:
         for batch in ids.split(batch_size):
             model(batch.to(_device(model)), logits_to_keep=1)
@@ -124,14 +124,14 @@ def ablated(model: nn.Module, removed: Iterable[Component], means: Means) -> Ite
             z = z.view(b, t, s.n_heads, s.head_dim).clone()
             z[:, :, hs] = means.z_rows(l, 0, t)[:, hs].to(z.device, z.dtype)
             return (z.view(b, t, -1),) + tuple(args[1:])
-        handles.append(arch.out_proj(layers[l]).register_forward_pre_hook(patch_z))
+        handles.append(arch.out_proj(model, layers[l]).register_forward_pre_hook(patch_z))
     for c in removed:
         if c.is_mlp:
             def patch_mlp(mod, args, output, l=c.layer):
                 t = output.shape[1]
                 means.check_length(t)
                 return means.mlp_rows(l, 0, t).to(output.device, output.dtype).expand_as(output)
-            handles.append(arch.mlp(layers[c.layer]).register_forward_hook(patch_mlp))
+            handles.append(arch.mlp(model, layers[c.layer]).register_forward_hook(patch_mlp))
     try:
         yield model
     finally:

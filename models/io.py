@@ -31,7 +31,7 @@ def load_pruned(directory: str | Path, device: str | torch.device = "cpu",
     if manifest.get("format") != "circuit-bench/pruned-v1":
         raise BenchError(f"{directory / MANIFEST} is not a circuit-bench pruned-model manifest")
     try:
-        model = PrunedModel(PrunedConfig(**manifest["config"]))
+        model = PrunedModel(PrunedConfig.from_dict(manifest["config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise BenchError(f"{directory / MANIFEST} is corrupt ({type(e).__name__}: {e})") from None
     try:

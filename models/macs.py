@@ -19,7 +19,7 @@ def attn_macs(s: Shape, n_heads: int, n_kv: int) -> int:
 
 def mlp_macs(s: Shape) -> int:
     """Per position: gate, up and down for Llama (SwiGLU); up and down for GPT-2."""
-    return (3 if s.arch == "llama" else 2) * s.d_model * s.d_mlp
+    return s.mlp_matrices * s.d_model * s.d_mlp
 
 
 def kept_heads(s: Shape, removed: frozenset[Component], layer: int) -> tuple[int, int]:

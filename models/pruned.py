@@ -1,4 +1,5 @@
-"""A standalone, truly pruned transformer (GPT-2 or Llama family), nanoGPT style.
+"""A standalone, truly pruned transformer of any supported family, nanoGPT style; its blocks follow independent
+flags (norm, MLP kind, position scheme, biases), never a family name.
 
 Removed heads' Q/K/V/O rows are gone; their mean contribution is a bias: one row per position (scheme
 "mean", which then takes only inputs of the lengths it was built for) or one row for every position
@@ -16,9 +17,13 @@ from torch import nn
 from models.types import POSITIONAL, BenchError, length_error
 
 
+LEGACY_ARCH = {"gpt2": dict(family="gpt2", norm="layernorm", mlp="gelu"),  # manifests before the family flags
+               "llama": dict(family="llama", norm="rmsnorm", mlp="gated-silu")}
+
+
 @dataclass
 class PrunedConfig:
-    arch: str  # "gpt2" | "llama"
+    family: str  # the adapter it was pruned from (models/families/); informational, nothing branches on it
     d_model: int
     d_mlp: int
     n_heads: int  # of the full model
@@ -38,6 +43,20 @@ class PrunedConfig:
     n_wpe: int = 0  # learned position table size (gpt2)
     tied: bool = True  # lm_head shares the token embedding
     meta: dict = field(default_factory=dict)
+    norm: str = "rmsnorm"  # models.family.NORMS
+    mlp: str = "gated-silu"  # models.family.MLPS
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrunedConfig":
+        """From `to_dict()`'s output, or a manifest written before the flags (its "arch" names them)."""
+        d = dict(d)
+        if "arch" in d:
+            d.update(LEGACY_ARCH[d.pop("arch")])
+        return cls(**d)
+
+    @property
+    def gated(self) -> bool:
+        return self.mlp.startswith("gated")
 
     @property
     def n_layers(self) -> int:
@@ -81,7 +100,7 @@ class PrunedConfig:
 
 
 def _norm(cfg: PrunedConfig) -> nn.Module:
-    if cfg.arch == "gpt2":
+    if cfg.norm == "layernorm":
         return nn.LayerNorm(cfg.d_model, eps=cfg.eps)
     return nn.RMSNorm(cfg.d_model, eps=cfg.eps)
 
@@ -138,13 +157,13 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: PrunedConfig):
         super().__init__()
-        self.llama = cfg.arch == "llama"
-        self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if self.llama else None
+        self.gated = cfg.gated
+        self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if self.gated else None
         self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
         self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.llama:
+        if self.gated:
             return self.down(F.silu(self.gate(x)) * self.up(x))
         return self.down(F.gelu(self.up(x), approximate="tanh"))
 
@@ -193,7 +212,7 @@ class PrunedModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.n_wpe, cfg.d_model) if cfg.arch == "gpt2" else None
+        self.wpe = nn.Embedding(cfg.n_wpe, cfg.d_model) if cfg.n_wpe else None
         self.blocks = nn.ModuleList(Block(cfg, l) for l in range(cfg.n_layers))
         self.ln_f = _norm(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -259,7 +278,7 @@ def count_params(model: PrunedModel) -> dict[str, int]:
 def count_params_of(cfg: PrunedConfig) -> dict[str, int]:
     """`count_params` from the config alone, without building the model (cheap enough for every step)."""
     d, hd, dm = cfg.d_model, cfg.head_dim, cfg.d_mlp
-    norm = 2 * d if cfg.arch == "gpt2" else d
+    norm = 2 * d if cfg.norm == "layernorm" else d  # weight (+ bias)
     weights, consts = norm, 0  # ln_f
     for layer, heads in enumerate(cfg.heads):
         nq, nkv = len(heads), len(cfg.kv_heads(layer))
@@ -267,7 +286,7 @@ def count_params_of(cfg: PrunedConfig) -> dict[str, int]:
             weights += norm + d * hd * (nq + 2 * nkv) + nq * hd * d
             weights += hd * (nq + 2 * nkv) * cfg.qkv_bias + d * cfg.o_bias
         if cfg.mlps[layer]:
-            n_in = 2 if cfg.arch == "llama" else 1
+            n_in = 2 if cfg.gated else 1
             weights += norm + (n_in + 1) * d * dm + (n_in * dm + d) * cfg.mlp_bias
         consts += d * (cfg.attn_bias_rows(layer) + cfg.mlp_const_rows(layer))
     return {"weights": weights, "constants": consts, "non_embedding": weights + consts}

@@ -21,7 +21,7 @@ def pruned_config(model: nn.Module, removed: Iterable[Component], means: Means, 
     m = arch.mlp_weights(arch.blocks(model)[0], s)
     emb = arch.embeddings(model, s)
     return PrunedConfig(
-        arch=s.arch, d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+        family=s.family, norm=s.norm, mlp=s.mlp, d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
         head_dim=s.head_dim, vocab_size=s.vocab_size, eps=s.eps, rope_theta=s.rope_theta,
         n_positions=means.n_positions if means.positional else s.context, heads=heads, mlps=mlps,
         scheme=means.scheme, min_positions=means.min_len if means.positional else 1,
@@ -62,7 +62,7 @@ def _attn_constant(w: dict, cfg: PrunedConfig, means: Means, layer: int) -> torc
 
 @torch.no_grad()
 def _copy_mlp(dst, m: dict, cfg: PrunedConfig) -> None:
-    pairs = [("up", "in"), ("down", "out")] + ([("gate", "gate")] if cfg.arch == "llama" else [])
+    pairs = [("up", "in"), ("down", "out")] + ([("gate", "gate")] if cfg.gated else [])
     for mine, theirs in pairs:
         getattr(dst, mine).weight.copy_(m[f"W_{theirs}"])
         if cfg.mlp_bias:

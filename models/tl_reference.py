@@ -65,7 +65,7 @@ def boot_bridge(hf_model: nn.Module, tokenizer: PreTrainedTokenizerBase | None =
         tokenizer = offline_tokenizer(s.vocab_size, special)
     else:  # boot may set pad/eos/bos on it; a tokenizer without add_bos_token is re-loaded from its
         tokenizer = copy.deepcopy(tokenizer)  # name_or_path (fine offline for a local directory)
-    name = getattr(hf_model, "name_or_path", "") or s.arch
+    name = getattr(hf_model, "name_or_path", "") or s.family
     bridge = TransformerBridge.boot_transformers(name, hf_model=copy.deepcopy(hf_model), tokenizer=tokenizer)
     if (bridge.cfg.n_layers, bridge.cfg.n_heads, bridge.cfg.d_head) != (s.n_layers, s.n_heads, s.head_dim):
         raise BenchError(f"TransformerBridge read a different shape than {s}")

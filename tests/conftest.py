@@ -34,3 +34,26 @@ def teacher(tmp_path_factory, smollm2_tokenizer):
     _randomise(LlamaForCausalLM(cfg)).save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(smollm2_tokenizer, tmp_path_factory):
+    """A 2-layer Llama (GQA: 4 query heads, 2 K/V heads) with the real SmolLM2 tokenizer, as a local HF directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.tiny import _randomise, save_dir
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=True,
+                      max_position_embeddings=64, initializer_range=0.2)
+    return save_dir(_randomise(LlamaForCausalLM(cfg)), smollm2_tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(smollm2_tokenizer, tmp_path_factory):
+    """A 2-layer, 2-head GPT-2 with the real SmolLM2 tokenizer, as a local HF directory."""
+    from tests.tiny import _randomise, gpt2_for, save_dir
+
+    model = _randomise(gpt2_for(smollm2_tokenizer, initializer_range=0.2))
+    return save_dir(model, smollm2_tokenizer, tmp_path_factory.mktemp("tiny-gpt2"))

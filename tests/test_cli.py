@@ -17,6 +17,7 @@ from safetensors import safe_open
 from bench import memory
 from bench.cli import main
 from bench.extract import ExtractArgs
+from tests.tiny import gpt2_for, save_dir
 
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "6"]
 SIZES = {"patching": 4, "val": 4, "test": 6, "test-heldout": 6}  # test-heldout: as many as --n-test
@@ -30,60 +31,19 @@ DIGIT = "5"  # the digit-biased GPT-2 always answers DIGIT DIGIT
 
 # ---- tiny models ---------------------------------------------------------------------------------------
 
-def _perturb_constants(model):
-    """HF inits biases and norm weights to constants; perturb them so every weight matters."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "ln" in name or "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def _save(model, tok, directory: Path) -> Path:
-    model.save_pretrained(str(directory))
-    tok.save_pretrained(str(directory))
-    return directory
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=True,
-                      max_position_embeddings=64, initializer_range=0.2)
-    return _save(_perturb_constants(LlamaForCausalLM(cfg)), smollm2_tokenizer, tmp_path_factory.mktemp("tiny-llama"))
-
-
-def _gpt2(tok, seed: int = 0, **kw):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=16, n_positions=64, bos_token_id=0,
-                     eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kw)
-    return GPT2LMHeadModel(cfg)
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt2_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
-    model = _perturb_constants(_gpt2(smollm2_tokenizer, initializer_range=0.2))
-    return _save(model, smollm2_tokenizer, tmp_path_factory.mktemp("tiny-gpt2"))
-
-
 @pytest.fixture(scope="session")
 def digit_gpt2_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
     """A GPT-2 whose next token is always DIGIT: ln_f's weight is 0 and its bias points at DIGIT's (enlarged,
     tied) embedding. On greater-than (digits are split by SmolLM2) it answers DIGIT DIGIT, so its accuracy is
     exactly the fraction of prompts whose start year YY < DIGIT DIGIT: an oracle that needs no model."""
     (t,) = smollm2_tokenizer.encode(DIGIT, add_special_tokens=False)
-    model = _gpt2(smollm2_tokenizer, seed=1)
+    model = gpt2_for(smollm2_tokenizer, seed=1)
     with torch.no_grad():
         wte = model.transformer.wte.weight
         wte[t] *= 3
         model.transformer.ln_f.weight.zero_()
         model.transformer.ln_f.bias.copy_(2 * wte[t])
-    return _save(model, smollm2_tokenizer, tmp_path_factory.mktemp("digit-gpt2"))
+    return save_dir(model, smollm2_tokenizer, tmp_path_factory.mktemp("digit-gpt2"))
 
 
 @pytest.fixture(scope="session")

@@ -181,7 +181,7 @@ def test_init_circuit_fine_tunes_the_pruned_model(teacher, run_dir, tmp_path):
 
 
 def test_sizing_picks_the_teachers_shape_within_ten_percent():
-    base = PrunedConfig(arch="llama", d_model=576, d_mlp=1536, n_heads=9, n_kv_heads=3, head_dim=64, vocab_size=49152,
+    base = PrunedConfig(family="llama", d_model=576, d_mlp=1536, n_heads=9, n_kv_heads=3, head_dim=64, vocab_size=49152,
                         eps=1e-5, rope_theta=1e5, n_positions=64, heads=[list(range(9))] * 30, mlps=[True] * 30,
                         scheme="zero")
     full = count_params_of(base)["non_embedding"]

@@ -9,7 +9,7 @@ import torch
 
 from bench.export import runner
 from models.io import load_pruned
-from tests.test_cli import MAIN_ALPHA, extract_argv, run_ok, tiny_gpt2_dir, tiny_llama_dir  # noqa: F401 (fixtures)
+from tests.test_cli import MAIN_ALPHA, extract_argv, run_ok
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

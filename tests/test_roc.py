@@ -106,10 +106,10 @@ def plant(model, keep: set[tuple[int, int]]):
     """Zero the W_O slice of every head not in `keep`: such a head writes nothing to the residual stream."""
     c = model.config
     n_heads = c.n_head if c.model_type == "gpt2" else c.num_attention_heads
-    hd = out_proj(blocks(model)[0]).weight.shape[0 if c.model_type == "gpt2" else 1] // n_heads
+    hd = out_proj(model, blocks(model)[0]).weight.shape[0 if c.model_type == "gpt2" else 1] // n_heads
     with torch.no_grad():
         for l, block in enumerate(blocks(model)):
-            w = out_proj(block).weight  # gpt2 Conv1D: (nh*hd, d), rows are heads; llama Linear: (d, nh*hd)
+            w = out_proj(model, block).weight  # gpt2 Conv1D: (nh*hd, d), rows are heads; llama Linear: (d, nh*hd)
             for h in range(n_heads):
                 if (l, h) not in keep:
                     (w[h * hd:(h + 1) * hd] if c.model_type == "gpt2" else w[:, h * hd:(h + 1) * hd]).zero_()

@@ -9,9 +9,9 @@ from models.io import load_pruned, save_pruned
 from models.pruned import count_params, count_params_of, last_attention
 from models.surgery import prune
 from models.types import SCHEMES, BenchError, Component
-from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
+from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama, tiny_mistral, tiny_qwen2
 
-MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
+MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
 
 
 def random_removed(model, seed: int) -> set[Component]:
@@ -168,3 +168,22 @@ def test_per_position_model_refuses_other_lengths(arch, tmp_path):
     assert (reloaded.cfg.min_positions, reloaded.cfg.n_positions) == (10, 11)
     with pytest.raises(BenchError, match="cannot take a 9-token input"):
         reloaded(tiny_ids(2, 9))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama-gqa"])
+def test_manifests_from_before_the_family_flags_still_load(arch, tmp_path):
+    """Runs saved with PrunedConfig.arch ("gpt2" | "llama") instead of family/norm/mlp load to the same model."""
+    import json
+
+    model = MODELS[arch](0)
+    pruned = prune(model, random_removed(model, 2), collect_means(model, tiny_ids(), "mean-pooled"))
+    save_pruned(pruned, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for key in ("family", "norm", "mlp"):
+        del manifest["config"][key]
+    manifest["config"]["arch"] = "gpt2" if arch == "gpt2" else "llama"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    loaded, _ = load_pruned(tmp_path)
+    assert loaded.cfg == pruned.cfg
+    ids = tiny_ids(3, 10, seed=9)
+    assert torch.equal(loaded(ids), pruned(ids))

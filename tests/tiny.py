@@ -1,6 +1,9 @@
 """Tiny randomly initialised HF models: the GPT-2 and Llama (GQA) code paths, nothing downloaded."""
+from pathlib import Path
+
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 VOCAB = 97
 
@@ -21,6 +24,24 @@ def tiny_llama(seed: int = 0, n_layer: int = 3, n_head: int = 6, n_kv: int = 2) 
     return _randomise(LlamaForCausalLM(cfg))
 
 
+def tiny_qwen2(seed: int = 0, n_layer: int = 3, n_head: int = 6, n_kv: int = 2) -> Qwen2ForCausalLM:
+    """Llama's layout with Q/K/V biases; untied embeddings, as in the larger Qwen2.5 models."""
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=n_layer,
+                      num_attention_heads=n_head, num_key_value_heads=n_kv, max_position_embeddings=64,
+                      rope_theta=10000.0, tie_word_embeddings=False, initializer_range=0.2, use_sliding_window=False)
+    return _randomise(Qwen2ForCausalLM(cfg))
+
+
+def tiny_mistral(seed: int = 0, n_layer: int = 3, n_head: int = 6, n_kv: int = 2) -> MistralForCausalLM:
+    """Llama's layout with a sliding window, here longer than any test input."""
+    torch.manual_seed(seed)
+    cfg = MistralConfig(vocab_size=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=n_layer,
+                        num_attention_heads=n_head, num_key_value_heads=n_kv, head_dim=8, max_position_embeddings=64,
+                        sliding_window=32, rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.2)
+    return _randomise(MistralForCausalLM(cfg))
+
+
 def _randomise(model):
     """HF inits biases and norm weights to constants; perturb them so every weight matters."""
     with torch.no_grad():
@@ -33,3 +54,18 @@ def _randomise(model):
 def tiny_ids(n: int = 6, t: int = 10, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (n, t), generator=g)
+
+
+def gpt2_for(tok, seed: int = 0, **kw) -> GPT2LMHeadModel:
+    """A 2-layer, 2-head GPT-2 over `tok`'s vocabulary (HF's init: biases and norms constant)."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=16, n_positions=64, bos_token_id=0,
+                     eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kw)
+    return GPT2LMHeadModel(cfg)
+
+
+def save_dir(model, tok, directory: Path) -> Path:
+    """`model` and `tok` as a local HF directory, which every verb's --model takes."""
+    model.save_pretrained(str(directory))
+    tok.save_pretrained(str(directory))
+    return directory

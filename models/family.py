@@ -1,0 +1,71 @@
+"""What a family adapter provides, and the sizes and block flags it reads off a Hugging Face config.
+
+A family (`models/families/NAME.py`) maps a HF model onto our parts: its blocks, each block's attention weights in
+one canonical form, its MLP weights, its norms, and its embeddings. Everything downstream (hooks, true pruning,
+the fast engine, parameter counts) works from those parts and the `Shape`'s independent flags, never from the
+family's name.
+
+Canonical form (nn.Linear convention, y = x @ W.T + b):
+  Wq (nh*hd, d)  Wk, Wv (nkv*hd, d)  Wo (d, nh*hd)   biases may be None.
+  MLP: W_in (d_mlp, d), W_out (d, d_mlp), W_gate (d_mlp, d) for gated MLPs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "gated-silu")  # gelu: down(gelu_tanh(up x)); gated-silu: down(silu(gate x) * up x)
+Weights = dict[str, "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes, constants and block flags of a supported model, read off its HF config."""
+
+    family: str  # the adapter's name, e.g. "gpt2", "llama", "qwen2"
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+    eps: float
+    rope_theta: float | None  # None: learned positions
+    context: int  # the longest input the model takes
+    norm: str = "rmsnorm"  # see NORMS
+    mlp: str = "gated-silu"  # see MLPS
+
+    @property
+    def group(self) -> int:  # query heads per K/V head
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def mlp_matrices(self) -> int:  # weight matrices of one MLP
+        return 3 if self.mlp.startswith("gated") else 2
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family's adapter: which HF model types it reads and how. `check` refuses configs whose forward we do not
+    reproduce exactly (one BenchError line)."""
+
+    name: str
+    model_types: tuple[str, ...]
+    shape: Callable[[object], Shape]  # HF config -> Shape
+    check: Callable[[object], None]  # HF config -> None or BenchError
+    blocks: Callable[[nn.Module], nn.ModuleList]  # model -> its transformer blocks
+    out_proj: Callable[[nn.Module], nn.Module]  # block -> attention output projection (input: z, (B, T, nh*hd))
+    mlp: Callable[[nn.Module], nn.Module]  # block -> its MLP module (output: the MLP's residual contribution)
+    attn_weights: Callable[[nn.Module, Shape], Weights]
+    mlp_weights: Callable[[nn.Module, Shape], Weights]
+    norms: Callable[[nn.Module], tuple[nn.Module, nn.Module]]  # block -> (before attention, before MLP)
+    embeddings: Callable[[nn.Module], dict]  # model -> wte, wpe (or None), ln_f, lm_head
+
+
+def bias(linear: nn.Module) -> torch.Tensor | None:
+    return None if linear.bias is None else linear.bias.detach()

@@ -48,12 +48,18 @@ class ExportArgs:
         if not Path(self.run).is_dir():
             raise BenchError(f"--run {self.run} is not a directory; give a run written by `bench extract` or "
                              "`bench distill`")
-        if self.out_path.exists() and not self.overwrite:
-            raise BenchError(f"{self.out_path} exists; pass --overwrite or choose another --out")
+        for path in (self.out_path, self.info_path):
+            if path.exists() and not self.overwrite:
+                raise BenchError(f"{path} exists; pass --overwrite or choose another --out")
 
     @property
     def out_path(self) -> Path:
         return Path(self.out) if self.out else Path(self.run) / "export" / FORMATS[self.format]
+
+    @property
+    def info_path(self) -> Path:
+        """The description beside the file: FILE.json."""
+        return self.out_path.with_name(self.out_path.name + ".json")
 
 
 class Serving(nn.Module):
@@ -141,7 +147,7 @@ def export(args: ExportArgs) -> dict:
             "positions": list(lengths(model)), "last_only": args.last_only, "scheme": model.cfg.scheme,
             "checked_prompts": len(test), "max_abs_difference": diff, "manifest": manifest.get("circuit")
             or manifest.get("distill")}
-    write_json(out.with_suffix(".json"), info)
+    write_json(args.info_path, info)
     return {"path": str(out), **info}
 
 

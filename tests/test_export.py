@@ -32,7 +32,7 @@ def runs(tiny_llama_dir, tiny_gpt2_dir, tmp_path_factory) -> dict[str, object]:
 def test_export_gives_our_logits(runs, family, fmt, tmp_path):
     run, out = runs[family], tmp_path / f"model.{fmt}"
     run_ok(["export", "--run", str(run), "--format", fmt, "--out", str(out)])
-    info = json.loads(out.with_suffix(".json").read_text())
+    info = json.loads(out.with_name(out.name + ".json").read_text())
     assert info["max_abs_difference"] <= 1e-4 and info["checked_prompts"] == 6
     model, _ = load_pruned(run / "pruned")
     fn, t = runner(fmt, out), info["positions"][1]

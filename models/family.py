@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "gated-silu")  # gelu: down(gelu_tanh(up x)); gated-silu: down(silu(gate x) * up x)
+MLPS = ("gelu-tanh", "gelu", "gated-silu")  # down(act(up x)), tanh-approximated or exact; down(silu(gate x) * up x)
 Weights = dict[str, "torch.Tensor | None"]
 
 
@@ -39,6 +39,8 @@ class Shape:
     context: int  # the longest input the model takes
     norm: str = "rmsnorm"  # see NORMS
     mlp: str = "gated-silu"  # see MLPS
+    parallel_residual: bool = False  # x + attn(ln1 x) + mlp(ln2 x) instead of one after the other
+    rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of each head (None: all of them)
 
     @property
     def group(self) -> int:  # query heads per K/V head

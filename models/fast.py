@@ -114,11 +114,12 @@ class FastScorer(BatchedScorer):
         if block.attn.o.bias is not None:
             attn = attn + block.attn.o.bias
         x = acts.resid[layer] + attn
+        source = acts.resid[layer] if self.shape.parallel_residual else x  # what the MLP reads
         if last_only:
-            x = x[:, -1:]
+            x, source = x[:, -1:], source[:, -1:]
         if Component(layer) in removed:
             return x + self.means.mlp_rows(layer, self.t - x.shape[1], self.t).to(x)
-        return x + block.mlp(block.ln2(x))
+        return x + block.mlp(block.ln2(source))
 
     def _block(self, layer: int, removed: frozenset[Component]) -> Block:
         """Layer `layer` truly pruned to `removed`, rebuilt only when its part of `removed` changes."""

@@ -17,7 +17,7 @@ from torch import nn
 from models.types import POSITIONAL, BenchError, length_error
 
 
-LEGACY_ARCH = {"gpt2": dict(family="gpt2", norm="layernorm", mlp="gelu"),  # manifests before the family flags
+LEGACY_ARCH = {"gpt2": dict(family="gpt2", norm="layernorm", mlp="gelu-tanh"),  # manifests before the family flags
                "llama": dict(family="llama", norm="rmsnorm", mlp="gated-silu")}
 
 
@@ -45,6 +45,8 @@ class PrunedConfig:
     meta: dict = field(default_factory=dict)
     norm: str = "rmsnorm"  # models.family.NORMS
     mlp: str = "gated-silu"  # models.family.MLPS
+    parallel_residual: bool = False  # x + attn(ln1 x) + mlp(ln2 x)
+    rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of a head (None: all)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PrunedConfig":
@@ -106,8 +108,8 @@ def _norm(cfg: PrunedConfig) -> nn.Module:
 
 
 def rope_cos_sin(cfg: PrunedConfig, t: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """HF Llama's default RoPE tables, (T, hd) each."""
-    hd = cfg.head_dim
+    """HF's default RoPE tables, (T, rd) each, rd the rotated dims of a head (all of them, or rotary_dim)."""
+    hd = cfg.rotary_dim or cfg.head_dim
     inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
     freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv)  # (T, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)
@@ -115,8 +117,11 @@ def rope_cos_sin(cfg: PrunedConfig, t: int, device, dtype) -> tuple[torch.Tensor
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on the first cos.shape[-1] dims of x (B, nh, T, hd); the rest pass through (partial rotary)."""
+    rd = cos.shape[-1]
+    x, rest = x[..., :rd], x[..., rd:]
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    return torch.cat([x * cos + torch.cat([-x2, x1], dim=-1) * sin, rest], dim=-1)
 
 
 class Attention(nn.Module):
@@ -157,7 +162,7 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: PrunedConfig):
         super().__init__()
-        self.gated = cfg.gated
+        self.gated, self.approximate = cfg.gated, "tanh" if cfg.mlp == "gelu-tanh" else "none"
         self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if self.gated else None
         self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
         self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.mlp_bias)
@@ -165,7 +170,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:
             return self.down(F.silu(self.gate(x)) * self.up(x))
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        return self.down(F.gelu(self.up(x), approximate=self.approximate))
 
 
 class Block(nn.Module):
@@ -176,6 +181,7 @@ class Block(nn.Module):
         self.attn = Attention(cfg, layer) if has_attn else None
         self.ln2 = _norm(cfg) if cfg.mlps[layer] else None
         self.mlp = MLP(cfg) if cfg.mlps[layer] else None
+        self.parallel = cfg.parallel_residual
         # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (P, d) each:
         # P = T per-position rows, or 1 row for every position.
         const = lambda rows: torch.zeros(rows, cfg.d_model) if rows else None  # noqa: E731
@@ -183,7 +189,7 @@ class Block(nn.Module):
         self.register_buffer("mlp_const", const(cfg.mlp_const_rows(layer)))
 
     def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
-        return self.mlp_part(self.attn_part(x, rope))
+        return self.mlp_part(self.attn_part(x, rope), source=x if self.parallel else None)
 
     def attn_part(self, x: torch.Tensor, rope, offset: int = 0) -> torch.Tensor:
         """x + attention; x may hold positions offset.. only if this block has no attention left."""
@@ -193,10 +199,11 @@ class Block(nn.Module):
             x = x + _rows(self.attn_bias, offset, x.shape[1])
         return x
 
-    def mlp_part(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """x + MLP (or its constant); position-wise, so x may hold positions offset.. only."""
+    def mlp_part(self, x: torch.Tensor, offset: int = 0, source: torch.Tensor | None = None) -> torch.Tensor:
+        """x + MLP of `source` (default x; a parallel-residual block's is its input), or its constant; position-wise,
+        so x may hold positions offset.. only."""
         if self.mlp is not None:
-            x = x + self.mlp(self.ln2(x))
+            x = x + self.mlp(self.ln2(x if source is None else source))
         elif self.mlp_const is not None:
             x = x + _rows(self.mlp_const, offset, x.shape[1])
         return x
@@ -259,9 +266,11 @@ def run_to_last(blocks, x: torch.Tensor, rope, t: int) -> torch.Tensor:
     Positions stop mixing after the last attention left, so only the last one is carried from there: (B, 1, d)."""
     last_attn = last_attention(blocks)
     for i, block in enumerate(blocks):
-        x = block.attn_part(x, rope, offset=t - x.shape[1])
-        x = x[:, -1:] if i == last_attn else x
-        x = block.mlp_part(x, offset=t - x.shape[1])
+        y = block.attn_part(x, rope, offset=t - x.shape[1])
+        source = x if block.parallel else y  # what the MLP reads
+        if i == last_attn:
+            y, source = y[:, -1:], source[:, -1:]
+        x = block.mlp_part(y, offset=t - y.shape[1], source=source)
     return x
 
 

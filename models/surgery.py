@@ -21,7 +21,8 @@ def pruned_config(model: nn.Module, removed: Iterable[Component], means: Means, 
     m = arch.mlp_weights(arch.blocks(model)[0], s)
     emb = arch.embeddings(model, s)
     return PrunedConfig(
-        family=s.family, norm=s.norm, mlp=s.mlp, d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+        family=s.family, norm=s.norm, mlp=s.mlp, parallel_residual=s.parallel_residual, rotary_dim=s.rotary_dim,
+        d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
         head_dim=s.head_dim, vocab_size=s.vocab_size, eps=s.eps, rope_theta=s.rope_theta,
         n_positions=means.n_positions if means.positional else s.context, heads=heads, mlps=mlps,
         scheme=means.scheme, min_positions=means.min_len if means.positional else 1,

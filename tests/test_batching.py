@@ -13,7 +13,7 @@ from tests.test_surgery import MODELS
 from tests.tiny import tiny_ids
 
 SCORERS = {"fast": FastScorer, "reference": HookScorer}
-ALPHA = {"qwen2": 0.1}  # else 0.02: alphas at which each tiny model's circuit is mixed (seed 4)
+ALPHA = {"qwen2": 0.1, "neox": 0.05, "neox-sequential": 0.1}  # else 0.02: each tiny model's circuit is mixed (seed 4)
 
 
 @pytest.mark.parametrize("arch", MODELS)

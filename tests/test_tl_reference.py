@@ -10,12 +10,13 @@ from models.ablation import collect_means, hooked_logits
 from models.search import HookScorer, Search
 from models.tl_reference import HOOK_MLP, HOOK_Z, TLScorer, boot_bridge, tl_logits, tl_means
 from models.types import SCHEMES, Component, candidate_order
-from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama
+from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama, tiny_mistral, tiny_neox, tiny_qwen2
 
-MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
-# Hand-picked on these tiny models (seed 0; patching ids seed 1, validation ids seed 2) so that both
-# schemes give a mixed circuit: gpt2 removes 10/15 (mean) and 6/15 (zero); llama 8/21 and 10/21.
-ALPHA = {"gpt2": 0.03, "llama-gqa": 0.1}
+MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral, "neox": tiny_neox}
+# Hand-picked on these tiny models (seed 0; patching ids seed 1, validation ids seed 2) so that every scheme
+# gives a mixed circuit: gpt2 removes 10/15 (mean) and 6/15 (zero); llama 8/21 and 10/21; qwen2 10, 11, 11 of 21
+# (mean, mean-pooled, zero); mistral 8, 8, 10 of 21; neox 11 of 15 each. Every decision is >= 3e-4 from alpha.
+ALPHA = {"gpt2": 0.03, "llama-gqa": 0.1, "qwen2": 0.1, "mistral": 0.1, "neox": 0.1}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))

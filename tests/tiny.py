@@ -2,8 +2,8 @@
 from pathlib import Path
 
 import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 VOCAB = 97
 
@@ -40,6 +40,16 @@ def tiny_mistral(seed: int = 0, n_layer: int = 3, n_head: int = 6, n_kv: int = 2
                         num_attention_heads=n_head, num_key_value_heads=n_kv, head_dim=8, max_position_embeddings=64,
                         sliding_window=32, rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.2)
     return _randomise(MistralForCausalLM(cfg))
+
+
+def tiny_neox(seed: int = 0, n_layer: int = 3, n_head: int = 4, parallel: bool = True) -> GPTNeoXForCausalLM:
+    """Pythia's layout: parallel residual, RoPE on a quarter of each head (4 of 16 dims), fused per-head QKV."""
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=16 * n_head, intermediate_size=64, num_hidden_layers=n_layer,
+                        num_attention_heads=n_head, max_position_embeddings=64, use_parallel_residual=parallel,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+                        tie_word_embeddings=False, initializer_range=0.2, hidden_dropout=0.0, attention_dropout=0.0)
+    return _randomise(GPTNeoXForCausalLM(cfg))
 
 
 def _randomise(model):

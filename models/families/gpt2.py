@@ -10,7 +10,7 @@ from models.types import BenchError
 
 def shape(c) -> Shape:
     return Shape("gpt2", c.n_layer, c.n_head, c.n_head, c.n_embd // c.n_head, c.n_embd, c.n_inner or 4 * c.n_embd,
-                 c.vocab_size, c.layer_norm_epsilon, None, c.n_positions, norm="layernorm", mlp="gelu")
+                 c.vocab_size, c.layer_norm_epsilon, None, c.n_positions, norm="layernorm", mlp="gelu-tanh")
 
 
 def check(c) -> None:
@@ -32,12 +32,14 @@ def attn_weights(block: nn.Module, s: Shape) -> Weights:
 
 def mlp_weights(block: nn.Module, s: Shape) -> Weights:
     m = block.mlp
-    return dict(W_in=_t(m.c_fc.weight), b_in=m.c_fc.bias.detach(), W_out=_t(m.c_proj.weight), b_out=m.c_proj.bias.detach())
+    return dict(W_in=_t(m.c_fc.weight), b_in=m.c_fc.bias.detach(), W_out=_t(m.c_proj.weight),
+                b_out=m.c_proj.bias.detach())
 
 
 def embeddings(model: nn.Module) -> dict:
     t = model.transformer
-    return dict(wte=t.wte.weight.detach(), wpe=t.wpe.weight.detach(), ln_f=t.ln_f, lm_head=model.lm_head.weight.detach())
+    return dict(wte=t.wte.weight.detach(), wpe=t.wpe.weight.detach(), ln_f=t.ln_f,
+                lm_head=model.lm_head.weight.detach())
 
 
 FAMILY = Family(

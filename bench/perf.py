@@ -100,7 +100,7 @@ def report(rows: list[dict], args, device) -> str:
     lines += ["", "MAC ratio: the weight multiply-accumulates of the reference loop over the fast engine's, counted "
               "analytically for the states this search scored (`models/macs.py`). Where matmuls dominate, as on "
               "CPU, it is the speed-up any exact engine of this design can reach."]
-    lines += dtype_table(rows) + speculation_table(rows)
+    lines += variant_table(rows, "other") + variant_table(rows, "speculative")
     lines += ["", "## Pruned vs full model latency (last-position logits, median of "
               f"{args.runs} runs after warm-up)", "",
               "| task | params cut | batch | seq | full ms (p95) | pruned ms (p95) | latency cut |",
@@ -115,31 +115,23 @@ def report(rows: list[dict], args, device) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dtype_table(rows: list[dict]) -> list[str]:
-    """The fast engine at a faster dtype (an option, never the default) against the fp32 reference loop."""
-    if not rows[0]["other"]:
-        return []
-    lines = ["", "## Fast engine at a lower precision (option) vs the fp32 reference loop", "",
-             "| task | dtype | fast s | speed-up vs fp32 reference | speed-up vs fp32 fast | same circuit as fp32 |",
-             "| --- | --- | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        for dt, run in r["other"].items():
-            lines.append(f"| {r['task']} | {dt} | {run.wall_s:.1f} | {r['reference'].wall_s / run.wall_s:.1f}× | "
-                         f"{r['fast'].wall_s / run.wall_s:.1f}× | "
-                         f"{'yes' if run.removed == r['reference'].removed else 'NO'} |")
-    return lines
+VARIANT_TABLES = {  # r[key] -> (title, the setting's column)
+    "other": ("Fast engine at a lower precision (option) vs the fp32 reference loop", "dtype"),
+    "speculative": ("Fast engine with speculation (up to w candidates of a layer scored as one batch)", "w"),
+}
 
 
-def speculation_table(rows: list[dict]) -> list[str]:
-    """The fast engine scoring up to `width` candidates of a layer as one batch (--speculate)."""
-    if not rows[0]["speculative"]:
+def variant_table(rows: list[dict], key: str) -> list[str]:
+    """The fast engine in other settings (--fast-dtypes, --speculate) against the fp32 reference and fast runs."""
+    if not rows[0][key]:
         return []
-    lines = ["", "## Fast engine with speculation (up to w candidates of a layer scored as one batch)", "",
-             "| task | w | s | speed-up vs reference | speed-up vs fast (w=1) | states scored (w=1) | same circuit |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    title, setting = VARIANT_TABLES[key]
+    lines = ["", f"## {title}", "",
+             f"| task | {setting} | s | speed-up vs reference | speed-up vs fast | states scored (fast) | same circuit |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        for w, run in r["speculative"].items():
-            lines.append(f"| {r['task']} | {w} | {run.wall_s:.1f} | {r['reference'].wall_s / run.wall_s:.1f}× | "
+        for value, run in r[key].items():
+            lines.append(f"| {r['task']} | {value} | {run.wall_s:.1f} | {r['reference'].wall_s / run.wall_s:.1f}× | "
                          f"{r['fast'].wall_s / run.wall_s:.2f}× | {run.forwards} ({r['fast'].forwards}) | "
                          f"{'yes' if run.removed == r['reference'].removed else 'NO'} |")
     return lines

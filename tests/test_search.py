@@ -61,14 +61,19 @@ def test_fast_scorer_equals_hooks(arch, scheme):
         assert fast(removed) == pytest.approx(hook(removed), abs=1e-5)
 
 
+def search_setup(arch: str, scheme: str, include_mlps: bool = True):
+    """A tiny model (seed 2), its means (patching prompts seed 6), validation prompts (seed 7), candidate order."""
+    model = MODELS[arch](2)
+    means = collect_means(model, tiny_ids(8, 10, seed=6), scheme)
+    order = candidate_order(model.config.num_hidden_layers, model.config.num_attention_heads, include_mlps)
+    return model, means, tiny_ids(6, 10, seed=7), order
+
+
 @pytest.mark.parametrize("arch", MODELS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("include_mlps", [True, False])
 def test_fast_path_returns_the_reference_circuit(arch, scheme, include_mlps):
-    model = MODELS[arch](2)
-    means = collect_means(model, tiny_ids(8, 10, seed=6), scheme)
-    ids = tiny_ids(6, 10, seed=7)
-    order = candidate_order(model.config.num_hidden_layers, model.config.num_attention_heads, include_mlps)
+    model, means, ids, order = search_setup(arch, scheme, include_mlps)
     sizes = set()
     for alpha in (0.005, 0.02, 0.1):
         ref = Search(HookScorer(model, ids, means), order, alpha).run()
@@ -96,10 +101,7 @@ def test_speculation_decides_by_hand_with_the_plain_walks_kls():
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_speculative_fast_engine_returns_the_plain_circuit(arch, scheme):
     """States run stacked in one batch through the fast engine: the same KLs (to float noise) and circuit."""
-    model = MODELS[arch](2)
-    means = collect_means(model, tiny_ids(8, 10, seed=6), scheme)
-    ids = tiny_ids(6, 10, seed=7)
-    order = candidate_order(model.config.num_hidden_layers, model.config.num_attention_heads, True)
+    model, means, ids, order = search_setup(arch, scheme)
     sizes = set()
     for alpha in (0.005, 0.02, 0.1):
         plain = Search(FastScorer(model, ids, means, batch_size=4), order, alpha)

@@ -45,16 +45,15 @@ class TaskStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return (self.batch(k) for k in itertools.count(self.start))
 
+    def at(self, start: int, rank: int) -> "TaskStream":
+        """The same stream, its batches from step `start` of rank `rank`."""
+        other = copy.copy(self)
+        other.start, other.rank = start, rank
+        return other
+
     def distinct(self, steps: int, ranks: int = 1) -> int:
         """How many distinct prompts steps 0..steps-1 of every rank hold (re-drawn: the stream is a function)."""
-        seen = {hash(e.prompt) for r in range(ranks) for k in range(steps)
-                for e in TaskStream.examples(self._on(r), k)}
-        return len(seen)
-
-    def _on(self, rank: int) -> "TaskStream":
-        other = copy.copy(self)
-        other.rank = rank
-        return other
+        return len({hash(e.prompt) for r in range(ranks) for k in range(steps) for e in self.at(0, r).examples(k)})
 
 
 class TeacherPool(IterableDataset):
@@ -80,7 +79,7 @@ class TeacherPool(IterableDataset):
         return cls(ids, torch.tensor([e.target for e in examples]), logits, stream.seed, stream.batch_size)
 
     def order(self, p: int) -> torch.Tensor:
-        """Pass p's order of the pool (N,); the last two passes are kept (a batch spans at most two)."""
+        """Pass p's order of the pool (N,); this pass's and the one before are kept, for batches that span both."""
         if p not in self._orders:
             g = torch.Generator().manual_seed(random.Random(f"pool/{self.seed}/{self.rank}/{p}").getrandbits(63))
             self._orders = {q: o for q, o in self._orders.items() if q == p - 1}
@@ -146,17 +145,18 @@ class DistillData(TaskDataModule):
     def train_dataloader(self) -> DataLoader:
         step = self.trainer.global_step if self.trainer is not None else 0
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        if self.pool is not None:
-            return DataLoader(self.pool.at(step, rank), batch_size=None)
-        return DataLoader(TaskStream(self.task, self.tokenizer, *self.stream_args, start=step, rank=rank),
-                          batch_size=None)
+        return DataLoader(self.training().at(step, rank), batch_size=None)
 
     def stream(self) -> TaskStream:
         return TaskStream(self.task, self.tokenizer, *self.stream_args)
 
     def distinct(self, steps: int, ranks: int = 1) -> int:
         """Distinct training prompts that steps 0..steps-1 of every rank saw."""
-        return (self.pool or self.stream()).distinct(steps, ranks)
+        return self.training().distinct(steps, ranks)
+
+    def training(self) -> "TaskStream | TeacherPool":
+        """What the student trains on: the pool when there is one, else the stream."""
+        return self.pool if self.pool is not None else self.stream()
 
 
 def eval_prompts(dm: TaskDataModule) -> frozenset[str]:

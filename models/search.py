@@ -95,10 +95,10 @@ class BatchedScorer:
         return [self.batch_kl(state, i, ids) for state in states]
 
     def __call__(self, removed: frozenset[Component]) -> float:
-        return sum(self.batch_kl(removed, i, b) for i, b in enumerate(self.batches)) / self.n
+        return self.many([removed])[0]
 
     def many(self, states: list[frozenset[Component]]) -> list[float]:
-        """The mean KL of each state, the batches' sums added as `__call__` adds them."""
+        """The mean KL of each state over all N prompts: each batch's sums added up, then divided by N."""
         sums = [0.0] * len(states)
         for i, b in enumerate(self.batches):
             sums = [a + k for a, k in zip(sums, self.batch_kls(states, i, b))]

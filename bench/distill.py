@@ -321,7 +321,8 @@ def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: Dis
     """metrics.json's train block: how much training, on how many distinct prompts, how long, at what precision."""
     return {"steps": steps, "steps_requested": args.steps, "resumed_from_step": start,
             "batch_size": args.batch_size, "devices": world, "distinct_prompts": data.distinct(steps, world),
-            "teacher_pool": args.teacher_pool, "teacher_pool_s": data.pool_s if data.pool else 0.0, "wall_s": wall, "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
+            "teacher_pool": args.teacher_pool, "teacher_pool_s": data.pool_s, "wall_s": wall,
+            "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
             "temperature": args.temperature, "ce_weight": args.ce_weight,
             "n": {k: len(data.split(k)) for k in EVAL_SPLITS}}
 

@@ -79,18 +79,18 @@ def lengths(model: PrunedModel) -> tuple[int, int]:
     return (cfg.min_positions if cfg.positional else 1), cfg.n_positions
 
 
-def dynamic_shapes(model: PrunedModel, t: int) -> dict:
-    """Batch free (from 1); length free within `lengths` unless that range is the one length `t`."""
+def dynamic_shapes(model: PrunedModel) -> dict:
+    """Batch free (from 1); length free within `lengths` unless that range is one length."""
     lo, hi = lengths(model)
     shapes = {0: torch.export.Dim("batch", min=1, max=1 << 16)}
     if lo < hi:
-        shapes[1] = torch.export.Dim("positions", min=max(lo, 2), max=hi)
+        shapes[1] = torch.export.Dim("positions", min=lo, max=hi)
     return {"ids": shapes}
 
 
 def write(module: Serving, ids: torch.Tensor, fmt: str, path: Path) -> None:
     """Trace `module` on the example `ids` and write it in `fmt`."""
-    shapes = dynamic_shapes(module.model, ids.shape[1])
+    shapes = dynamic_shapes(module.model)
     try:
         if fmt == "onnx":
             torch.onnx.export(module, (ids,), str(path), dynamo=True, input_names=["ids"], output_names=["logits"],

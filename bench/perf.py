@@ -127,7 +127,8 @@ def variant_table(rows: list[dict], key: str) -> list[str]:
         return []
     title, setting = VARIANT_TABLES[key]
     lines = ["", f"## {title}", "",
-             f"| task | {setting} | s | speed-up vs reference | speed-up vs fast | states scored (fast) | same circuit |",
+             f"| task | {setting} | s | speed-up vs reference | speed-up vs fast | states scored (fast) "
+             "| same circuit |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         for value, run in r[key].items():

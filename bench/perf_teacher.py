@@ -157,9 +157,9 @@ def report(r: dict, args: argparse.Namespace, argv: list[str]) -> str:
     base = r["rows"][0]
     base_total = base["build_s"] + base["train_s"]
     for row in r["rows"][1:]:
-        lines += ["", f"{row['variant']}: **{base_total / (row['build_s'] + row['train_s']):.2f}×** the in-step "
-                  f"variant's speed (teacher cache included), at **{row['heldout_kl'] / base['heldout_kl']:.2f}×** its "
-                  f"held-out KL and {row['val_kl'] / base['val_kl']:.2f}× its validation KL."]
+        speed, held = base_total / (row["build_s"] + row["train_s"]), row["heldout_kl"] / base["heldout_kl"]
+        lines += ["", f"{row['variant']}: **{speed:.2f}×** the in-step variant's speed (teacher cache included), at "
+                  f"**{held:.2f}×** its held-out KL and {row['val_kl'] / base['val_kl']:.2f}× its validation KL."]
     return "\n".join(lines) + "\n"
 
 

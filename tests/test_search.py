@@ -87,7 +87,8 @@ def test_speculation_decides_by_hand_with_the_plain_walks_kls():
     states after a kept candidate are scored but dropped."""
     cost = {Component(1, 0): 0.01, Component(1, 1): 0.3, Component(1): 0.02, Component(0, 0): 0.01,
             Component(0, 1): 0.05, Component(0): 0.0}
-    score = lambda removed: sum(cost[c] for c in removed) + 0.5 * ({Component(1, 0), Component(0, 0)} <= removed)  # noqa: E731
+    pair = {Component(1, 0), Component(0, 0)}
+    score = lambda removed: sum(cost[c] for c in removed) + 0.5 * (pair <= removed)  # noqa: E731
     plain = Search(score, candidate_order(2, 2, True), alpha=0.03)
     fast = Search(score, candidate_order(2, 2, True), alpha=0.03, speculate=3)
     assert fast.run() == plain.run()

@@ -183,14 +183,16 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
     ce = f", CE weight {float(a['ce_weight']):g}" if float(a.get("ce_weight") or 0) else ""
     if "steps" not in a:
         raise ValueError("it was trained on a run's fixed prompts (before the task stream); re-run `bench distill`")
-    steps = f"{int(a['steps'])} steps × {int(a['batch_size'])} streamed prompts"
+    pool = int(a.get("teacher_pool") or 0)
+    steps = f"{int(a['steps'])} steps × {int(a['batch_size'])} " + (f"prompts of a {pool}-prompt teacher pool" if pool
+                                                                     else "streamed prompts")
     settings = f"{steps}, lr {float(a['lr']):g}, T {float(a['temperature']):g}{ce}, {size}"
     reported = {"non_embedding": int(student["non_embedding"]), "accuracy": float(student["test_accuracy"]),
                 "kl": float(student["test_kl_to_teacher"])}
     search = _search_s(a.get("match")) if a["init"] == "circuit" else None
     return Run(path, CKD if a["init"] == "circuit" else KD, settings, str(a["task"]),
                model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), path / "student",
-               reported, search, float(metrics["train"]["wall_s"]))
+               reported, search, float(metrics["train"]["wall_s"]) + float(metrics["train"].get("teacher_pool_s", 0)))
 
 
 def _search_s(match: str | None) -> float | None:

@@ -70,9 +70,10 @@ def runs(tmp_path_factory, teacher) -> Path:
     root = tmp_path_factory.mktemp("runs")
     extract(teacher, root / "e-mlps-s0")
     extract(teacher, root / "e-heads-s0", "--no-include-mlps")
-    for name, init in (("d-random-s0", "random"), ("d-circuit-s0", "circuit")):
+    for name, init, pool in (("d-random-s0", "random", "0"), ("d-circuit-s0", "circuit", "12")):
         run_ok(["distill", "--task", TASK, "--match", str(root / "e-mlps-s0"), "--init", init, "--steps", "2",
-                "--batch-size", "8", "--log-every", "1", "--device", "cpu", "--out", str(root / name)])
+                "--batch-size", "8", "--teacher-pool", pool, "--log-every", "1", "--device", "cpu", "--out",
+                str(root / name)])
     return root
 
 
@@ -155,8 +156,11 @@ def test_numbers_agree_with_the_runs(result, runs):
         assert float(row["accuracy_delta_pts"]) == pytest.approx(delta)
     search = ext["search"]["wall_s"]
     assert float(by_run["e-mlps-s0"]["build_s"]) == pytest.approx(search)
-    train = rjson(runs / "d-circuit-s0" / "metrics.json")["train"]["wall_s"]
-    assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(search + train)
+    train = rjson(runs / "d-circuit-s0" / "metrics.json")["train"]  # a pooled student: the pool's teacher too
+    assert train["teacher_pool_s"] > 0
+    assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(search + train["wall_s"] + train["teacher_pool_s"])
+    assert "prompts of a 12-prompt teacher pool" in by_run["d-circuit-s0"]["settings"]
+    assert "streamed prompts" in by_run["d-random-s0"]["settings"]
     assert by_run["d-random-s0"]["search_s"] == "" and float(by_run["d-random-s0"]["build_s"]) > 0
 
 

@@ -12,7 +12,7 @@ from models.family import Family, Shape, Weights
 from models.types import BenchError
 
 __all__ = ["Shape", "family_of", "shape_of", "check_supported", "blocks", "out_proj", "mlp", "attn_weights",
-           "mlp_weights", "norms", "embeddings", "supported_types"]
+           "mlp_weights", "norms", "embeddings", "post_norms", "qk_norms", "supported_types"]
 
 
 def supported_types() -> list[str]:
@@ -65,3 +65,13 @@ def norms(block: nn.Module, s: Shape) -> tuple[nn.Module, nn.Module]:
 
 def embeddings(model: nn.Module, s: Shape) -> dict:
     return FAMILIES[s.family].embeddings(model)
+
+
+def post_norms(block: nn.Module, s: Shape) -> tuple[nn.Module, nn.Module]:
+    """(after attention, after MLP) for a family with post-norms (Shape.post_norms)."""
+    return FAMILIES[s.family].post_norms(block)
+
+
+def qk_norms(block: nn.Module, s: Shape) -> tuple[nn.Module, nn.Module]:
+    """(q norm, k norm) for a family with them (Shape.qk_norm)."""
+    return FAMILIES[s.family].qk_norms(block)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu-tanh", "gelu", "gated-silu")  # down(act(up x)), tanh-approximated or exact; down(silu(gate x) * up x)
+MLPS = ("gelu-tanh", "gelu", "gated-silu", "gated-gelu-tanh")  # down(act(up x)); down(act(gate x) * up x)
 Weights = dict[str, "torch.Tensor | None"]
 
 
@@ -41,6 +41,12 @@ class Shape:
     mlp: str = "gated-silu"  # see MLPS
     parallel_residual: bool = False  # x + attn(ln1 x) + mlp(ln2 x) instead of one after the other
     rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of each head (None: all of them)
+    layer_rope_theta: tuple[float, ...] | None = None  # a RoPE base per layer (None: rope_theta everywhere)
+    qk_norm: bool = False  # a norm over each head's q and k before RoPE
+    post_norms: bool = False  # a norm on the attention's and the MLP's output before the residual add
+    norm_offset: float = 0.0  # the norms scale by (offset + weight): Gemma's (1 + w)
+    embed_scale: float = 1.0  # token embeddings times this
+    attn_scale: float | None = None  # q·k scale (None: 1/sqrt(head_dim))
 
     @property
     def group(self) -> int:  # query heads per K/V head
@@ -67,6 +73,8 @@ class Family:
     mlp_weights: Callable[[nn.Module, Shape], Weights]
     norms: Callable[[nn.Module], tuple[nn.Module, nn.Module]]  # block -> (before attention, before MLP)
     embeddings: Callable[[nn.Module], dict]  # model -> wte, wpe (or None), ln_f, lm_head
+    post_norms: Callable[[nn.Module], tuple[nn.Module, nn.Module]] | None = None  # block -> (after attn, after MLP)
+    qk_norms: Callable[[nn.Module], tuple[nn.Module, nn.Module]] | None = None  # block -> (q norm, k norm)
 
 
 def bias(linear: nn.Module) -> torch.Tensor | None:

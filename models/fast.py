@@ -113,13 +113,15 @@ class FastScorer(BatchedScorer):
         block = self.base.blocks[layer]
         if block.attn.o.bias is not None:
             attn = attn + block.attn.o.bias
-        x = acts.resid[layer] + attn
+        x = acts.resid[layer] + (attn if block.post1 is None else block.post1(attn))
         source = acts.resid[layer] if self.shape.parallel_residual else x  # what the MLP reads
         if last_only:
             x, source = x[:, -1:], source[:, -1:]
         if Component(layer) in removed:
-            return x + self.means.mlp_rows(layer, self.t - x.shape[1], self.t).to(x)
-        return x + block.mlp(block.ln2(source))
+            m = self.means.mlp_rows(layer, self.t - x.shape[1], self.t).to(x)
+        else:
+            m = block.mlp(block.ln2(source))
+        return x + (m if block.post2 is None else block.post2(m))
 
     def _block(self, layer: int, removed: frozenset[Component]) -> Block:
         """Layer `layer` truly pruned to `removed`, rebuilt only when its part of `removed` changes."""

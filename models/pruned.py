@@ -47,6 +47,11 @@ class PrunedConfig:
     mlp: str = "gated-silu"  # models.family.MLPS
     parallel_residual: bool = False  # x + attn(ln1 x) + mlp(ln2 x)
     rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of a head (None: all)
+    layer_rope_theta: list[float] | None = None  # a RoPE base per layer (None: rope_theta for all)
+    qk_norm: bool = False  # RMSNorm over each head's q and k before RoPE
+    post_norms: bool = False  # a norm on the attention's and the MLP's output before the residual add
+    embed_scale: float = 1.0  # token embeddings times this
+    attn_scale: float | None = None  # q·k scale (None: 1/sqrt(head_dim))
 
     @classmethod
     def from_dict(cls, d: dict) -> "PrunedConfig":
@@ -59,6 +64,9 @@ class PrunedConfig:
     @property
     def gated(self) -> bool:
         return self.mlp.startswith("gated")
+
+    def theta(self, layer: int) -> float | None:
+        return self.rope_theta if self.layer_rope_theta is None else self.layer_rope_theta[layer]
 
     @property
     def n_layers(self) -> int:
@@ -101,16 +109,23 @@ class PrunedConfig:
         return asdict(self)
 
 
-def _norm(cfg: PrunedConfig) -> nn.Module:
+def _norm(cfg: PrunedConfig, dim: int | None = None) -> nn.Module:
     if cfg.norm == "layernorm":
-        return nn.LayerNorm(cfg.d_model, eps=cfg.eps)
-    return nn.RMSNorm(cfg.d_model, eps=cfg.eps)
+        return nn.LayerNorm(dim or cfg.d_model, eps=cfg.eps)
+    return nn.RMSNorm(dim or cfg.d_model, eps=cfg.eps)
 
 
-def rope_cos_sin(cfg: PrunedConfig, t: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(cfg: PrunedConfig, t: int, device, dtype) -> dict[float, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The RoPE tables of every base the layers use, for T positions; None for learned positions."""
+    if cfg.rope_theta is None:
+        return None
+    return {theta: rope_cos_sin(cfg, theta, t, device, dtype) for theta in {cfg.theta(l) for l in range(cfg.n_layers)}}
+
+
+def rope_cos_sin(cfg: PrunedConfig, theta: float, t: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """HF's default RoPE tables, (T, rd) each, rd the rotated dims of a head (all of them, or rotary_dim)."""
     hd = cfg.rotary_dim or cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
     freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv)  # (T, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -140,36 +155,44 @@ class Attention(nn.Module):
         kv_index = [kv.index(h // group) for h in heads]
         self.register_buffer("kv_index", torch.tensor(kv_index, dtype=torch.long), persistent=False)
         self.gather = kv_index != list(range(self.nq))
+        self.q_norm = _norm(cfg, self.hd) if cfg.qk_norm else None
+        self.k_norm = _norm(cfg, self.hd) if cfg.qk_norm else None
+        self.theta, self.scale = cfg.theta(layer), cfg.attn_scale
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: dict | None) -> torch.Tensor:
         b, t, _ = x.shape
         y = self.heads_z(x, rope)  # (B, nq, T, hd)
         return self.o(y.transpose(1, 2).reshape(b, t, self.nq * self.hd))
 
-    def heads_z(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def heads_z(self, x: torch.Tensor, rope: dict | None) -> torch.Tensor:
         """Each kept head's z (its output before the O projection), (B, nq, T, hd)."""
         b, t, _ = x.shape
         q = self.q(x).view(b, t, self.nq, self.hd).transpose(1, 2)  # (B, nq, T, hd)
         k = self.k(x).view(b, t, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v(x).view(b, t, self.nkv, self.hd).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = _rotate(q, *rope), _rotate(k, *rope)
+            q, k = _rotate(q, *rope[self.theta]), _rotate(k, *rope[self.theta])
         if self.gather:
             k, v = k.index_select(1, self.kv_index), v.index_select(1, self.kv_index)  # (B, nq, T, hd)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nq, T, hd)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (B, nq, T, hd)
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: PrunedConfig):
         super().__init__()
-        self.gated, self.approximate = cfg.gated, "tanh" if cfg.mlp == "gelu-tanh" else "none"
-        self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if self.gated else None
+        self.gated, self.approximate = cfg.mlp == "gated-silu", "tanh" if cfg.mlp.endswith("gelu-tanh") else "none"
+        self.gated_gelu = cfg.mlp == "gated-gelu-tanh"
+        self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if cfg.gated else None
         self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
         self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:
             return self.down(F.silu(self.gate(x)) * self.up(x))
+        if self.gated_gelu:
+            return self.down(F.gelu(self.gate(x), approximate="tanh") * self.up(x))
         return self.down(F.gelu(self.up(x), approximate=self.approximate))
 
 
@@ -182,6 +205,9 @@ class Block(nn.Module):
         self.ln2 = _norm(cfg) if cfg.mlps[layer] else None
         self.mlp = MLP(cfg) if cfg.mlps[layer] else None
         self.parallel = cfg.parallel_residual
+        # post-norms on what attention and the MLP add; an emptied part's constant is stored post-normed
+        self.post1 = _norm(cfg) if cfg.post_norms and has_attn else None
+        self.post2 = _norm(cfg) if cfg.post_norms and cfg.mlps[layer] else None
         # removed heads' mean output (+ the o bias once no head is left); a removed MLP's mean. (P, d) each:
         # P = T per-position rows, or 1 row for every position.
         const = lambda rows: torch.zeros(rows, cfg.d_model) if rows else None  # noqa: E731
@@ -193,17 +219,19 @@ class Block(nn.Module):
 
     def attn_part(self, x: torch.Tensor, rope, offset: int = 0) -> torch.Tensor:
         """x + attention; x may hold positions offset.. only if this block has no attention left."""
-        if self.attn is not None:
-            x = x + self.attn(self.ln1(x), rope)
+        if self.attn is None:
+            return x if self.attn_bias is None else x + _rows(self.attn_bias, offset, x.shape[1])
+        a = self.attn(self.ln1(x), rope)
         if self.attn_bias is not None:
-            x = x + _rows(self.attn_bias, offset, x.shape[1])
-        return x
+            a = a + _rows(self.attn_bias, offset, x.shape[1])
+        return x + (a if self.post1 is None else self.post1(a))
 
     def mlp_part(self, x: torch.Tensor, offset: int = 0, source: torch.Tensor | None = None) -> torch.Tensor:
         """x + MLP of `source` (default x; a parallel-residual block's is its input), or its constant; position-wise,
         so x may hold positions offset.. only."""
         if self.mlp is not None:
-            x = x + self.mlp(self.ln2(x if source is None else source))
+            m = self.mlp(self.ln2(x if source is None else source))
+            x = x + (m if self.post2 is None else self.post2(m))
         elif self.mlp_const is not None:
             x = x + _rows(self.mlp_const, offset, x.shape[1])
         return x
@@ -238,14 +266,16 @@ class PrunedModel(nn.Module):
         x = x if last_attention(self.blocks) >= 0 else x[:, -1:]
         return self.unembed(run_to_last(self.blocks, x, rope, t)[:, -1])
 
-    def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
-        """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions (None for gpt2)."""
+    def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
+        """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions, per base (None: learned
+        positions)."""
         t = ids.shape[1]
         x = self.wte(ids)
+        if self.cfg.embed_scale != 1.0:
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
         if self.wpe is not None:
             x = x + self.wpe.weight[:t]
-        rope = None if self.cfg.rope_theta is None else rope_cos_sin(self.cfg, t, x.device, x.dtype)
-        return x, rope
+        return x, rope_tables(self.cfg, t, x.device, x.dtype)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., V)
         return self.lm_head(self.ln_f(x))
@@ -287,12 +317,13 @@ def count_params(model: PrunedModel) -> dict[str, int]:
 def count_params_of(cfg: PrunedConfig) -> dict[str, int]:
     """`count_params` from the config alone, without building the model (cheap enough for every step)."""
     d, hd, dm = cfg.d_model, cfg.head_dim, cfg.d_mlp
-    norm = 2 * d if cfg.norm == "layernorm" else d  # weight (+ bias)
-    weights, consts = norm, 0  # ln_f
+    per = 2 if cfg.norm == "layernorm" else 1  # weight (+ bias) per dimension
+    norm = per * d * (1 + cfg.post_norms)  # a part's norm (and its post-norm)
+    weights, consts = per * d, 0  # ln_f
     for layer, heads in enumerate(cfg.heads):
         nq, nkv = len(heads), len(cfg.kv_heads(layer))
         if nq:
-            weights += norm + d * hd * (nq + 2 * nkv) + nq * hd * d
+            weights += norm + d * hd * (nq + 2 * nkv) + nq * hd * d + 2 * per * hd * cfg.qk_norm
             weights += hd * (nq + 2 * nkv) * cfg.qkv_bias + d * cfg.o_bias
         if cfg.mlps[layer]:
             n_in = 2 if cfg.gated else 1

@@ -22,7 +22,9 @@ def pruned_config(model: nn.Module, removed: Iterable[Component], means: Means, 
     emb = arch.embeddings(model, s)
     return PrunedConfig(
         family=s.family, norm=s.norm, mlp=s.mlp, parallel_residual=s.parallel_residual, rotary_dim=s.rotary_dim,
-        d_model=s.d_model, d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+        layer_rope_theta=None if s.layer_rope_theta is None else list(s.layer_rope_theta), qk_norm=s.qk_norm,
+        post_norms=s.post_norms, embed_scale=s.embed_scale, attn_scale=s.attn_scale, d_model=s.d_model,
+        d_mlp=s.d_mlp, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
         head_dim=s.head_dim, vocab_size=s.vocab_size, eps=s.eps, rope_theta=s.rope_theta,
         n_positions=means.n_positions if means.positional else s.context, heads=heads, mlps=mlps,
         scheme=means.scheme, min_positions=means.min_len if means.positional else 1,
@@ -85,20 +87,39 @@ def prune(model: nn.Module, removed: Iterable[Component], means: Means, meta: di
 
 @torch.no_grad()
 def fill_block(dst: Block, src: nn.Module, s: arch.Shape, cfg: PrunedConfig, means: Means, layer: int) -> Block:
-    """Copy layer `layer` of a HF model into a pruned Block built from `cfg`."""
+    """Copy layer `layer` of a HF model into a pruned Block built from `cfg`. With post-norms, an emptied part's
+    constant is stored as the post-norm of its mean: it is what the full model adds."""
     w = arch.attn_weights(src, s)
     ln1, ln2 = arch.norms(src, s)
+    post1, post2 = arch.post_norms(src, s) if s.post_norms else (None, None)
     if dst.attn is not None:
         _copy_attention(dst.attn, w, cfg, layer)
-        dst.ln1.load_state_dict(ln1.state_dict())
+        copy_norm(dst.ln1, ln1, s)
+        if s.qk_norm:
+            for mine, theirs in zip((dst.attn.q_norm, dst.attn.k_norm), arch.qk_norms(src, s)):
+                copy_norm(mine, theirs, s)
+        if post1 is not None:
+            copy_norm(dst.post1, post1, s)
     if dst.attn_bias is not None:
-        dst.attn_bias.copy_(_attn_constant(w, cfg, means, layer))
+        const = _attn_constant(w, cfg, means, layer)
+        dst.attn_bias.copy_(const if dst.attn is not None or post1 is None else post1(const))
     if dst.mlp is not None:
         _copy_mlp(dst.mlp, arch.mlp_weights(src, s), cfg)
-        dst.ln2.load_state_dict(ln2.state_dict())
+        copy_norm(dst.ln2, ln2, s)
+        if post2 is not None:
+            copy_norm(dst.post2, post2, s)
     elif dst.mlp_const is not None:
-        dst.mlp_const.copy_(means.mlp[layer])
+        dst.mlp_const.copy_(means.mlp[layer] if post2 is None else post2(means.mlp[layer]))
     return dst
+
+
+@torch.no_grad()
+def copy_norm(dst: nn.Module, src: nn.Module, s: arch.Shape) -> None:
+    """A HF norm into ours; a norm that scales by (offset + w) becomes ours with weight offset + w."""
+    state = src.state_dict()
+    if s.norm_offset:
+        state = {**state, "weight": state["weight"] + s.norm_offset}
+    dst.load_state_dict(state)
 
 
 @torch.no_grad()
@@ -110,5 +131,5 @@ def copy_ends(dst: PrunedModel, model: nn.Module) -> PrunedModel:
         dst.wpe.weight.copy_(emb["wpe"])
     if not dst.cfg.tied:
         dst.lm_head.weight.copy_(emb["lm_head"])
-    dst.ln_f.load_state_dict(emb["ln_f"].state_dict())
+    copy_norm(dst.ln_f, emb["ln_f"], arch.shape_of(model))
     return dst

@@ -48,7 +48,7 @@ def offline_tokenizer(vocab_size: int, special_id: int = 0) -> PreTrainedTokeniz
 
 
 def boot_bridge(hf_model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None) -> TransformerBridge:
-    """Wrap a supported (gpt2 / llama) HF model in a TransformerBridge, with no hub access.
+    """Wrap a supported HF model in a TransformerBridge (GPT-2, Llama, Mistral, Qwen2, GPT-NeoX), with no hub access.
 
     - The model is deep-copied: booting rewrites the wrapped model in place (its blocks, attention and
       MLP submodules become bridge components, e.g. a Llama layer gains `.attn`, and attention is forced

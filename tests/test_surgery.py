@@ -10,10 +10,10 @@ from models.io import load_pruned, save_pruned
 from models.pruned import count_params, count_params_of, last_attention
 from models.surgery import prune
 from models.types import SCHEMES, BenchError, Component
-from tests.tiny import tiny_gpt2, tiny_ids, tiny_llama, tiny_mistral, tiny_neox, tiny_qwen2
+from tests.tiny import tiny_gemma3, tiny_gpt2, tiny_ids, tiny_llama, tiny_mistral, tiny_neox, tiny_qwen2
 
 MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral,
-          "neox": tiny_neox, "neox-sequential": partial(tiny_neox, parallel=False)}
+          "neox": tiny_neox, "neox-sequential": partial(tiny_neox, parallel=False), "gemma3": tiny_gemma3}
 
 
 def random_removed(model, seed: int) -> set[Component]:

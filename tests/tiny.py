@@ -2,8 +2,9 @@
 from pathlib import Path
 
 import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
-                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig,
+                          GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 VOCAB = 97
 
@@ -50,6 +51,18 @@ def tiny_neox(seed: int = 0, n_layer: int = 3, n_head: int = 4, parallel: bool =
                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
                         tie_word_embeddings=False, initializer_range=0.2, hidden_dropout=0.0, attention_dropout=0.0)
     return _randomise(GPTNeoXForCausalLM(cfg))
+
+
+def tiny_gemma3(seed: int = 0, n_layer: int = 3, n_head: int = 4, n_kv: int = 2) -> Gemma3ForCausalLM:
+    """Gemma 3's block: (1 + w) RMSNorms before and after attention and MLP, q/k norms, gated GELU, √d embedding
+    scale, query_pre_attn_scalar; two sliding layers (RoPE base 10^4) and a global one (10^6); window 32."""
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layer,
+                           num_attention_heads=n_head, num_key_value_heads=n_kv, head_dim=8, query_pre_attn_scalar=16,
+                           max_position_embeddings=64, sliding_window=32,
+                           layer_types=["sliding_attention"] * (n_layer - 1) + ["full_attention"],
+                           initializer_range=0.2, attn_implementation="eager")
+    return _randomise(Gemma3ForCausalLM(cfg))
 
 
 def _randomise(model):

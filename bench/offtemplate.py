@@ -21,12 +21,12 @@ from models.generate import hf_last_logits
 from models.io import load_pruned
 from models.types import BenchError, Circuit
 from tasks import get_task
-from tasks.base import draw_examples
+from tasks.base import after_bos, draw_examples
 from tasks.data import Split
 
 
 def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
-    space = task.space(tok, template)
+    space = after_bos(tok, task.space(tok, template))  # as the task's own prompts: the BOS first where one is due
     return Split(template.name, tuple(draw_examples([space], n, seed, task.name, stream="off-template")))
 
 

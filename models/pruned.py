@@ -179,21 +179,27 @@ class Attention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (B, nq, T, hd)
 
 
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"gelu-tanh": _gelu_tanh, "gelu": F.gelu, "gated-silu": F.silu, "gated-gelu-tanh": _gelu_tanh}
+
+
 class MLP(nn.Module):
+    """down(act(up x)), or down(act(gate x) * up x) for the gated kinds (models.family.MLPS)."""
+
     def __init__(self, cfg: PrunedConfig):
         super().__init__()
-        self.gated, self.approximate = cfg.mlp == "gated-silu", "tanh" if cfg.mlp.endswith("gelu-tanh") else "none"
-        self.gated_gelu = cfg.mlp == "gated-gelu-tanh"
+        self.act = ACTIVATIONS[cfg.mlp]
         self.gate = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias) if cfg.gated else None
         self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.mlp_bias)
         self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gated:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
-        if self.gated_gelu:
-            return self.down(F.gelu(self.gate(x), approximate="tanh") * self.up(x))
-        return self.down(F.gelu(self.up(x), approximate=self.approximate))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+        if self.gate is None:
+            return self.down(self.act(self.up(x)))
+        return self.down(self.act(self.gate(x)) * self.up(x))
 
 
 class Block(nn.Module):

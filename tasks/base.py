@@ -121,9 +121,11 @@ def after_bos(tok: Tokenizer, space: "Space") -> "Space":
     bos = bos_prefix(tok)
     if not bos:
         return space
-    render = space.render
-    return replace(space, length=space.length + len(bos),
-                   render=lambda i: (lambda e: replace(e, input_ids=bos + e.input_ids))(render(i)))
+
+    def render(i: int) -> Example:
+        e = space.render(i)
+        return replace(e, input_ids=bos + e.input_ids)
+    return replace(space, length=space.length + len(bos), render=render)
 
 
 def token_id(tok: Tokenizer, text: str) -> int | None:

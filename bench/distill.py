@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.distill_data import DistillData, TeacherPool
+from bench.distill_data import DistillData
 from bench.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
                                 student_config, teacher_config, trainable)
 from bench.evaluate import accuracy, kl_to
@@ -295,7 +294,8 @@ def distill(args: DistillArgs) -> Path:
     module = DistillationModule(trainable(student.cpu()), teacher, task, tokenizer, args.lr, args.temperature,
                                 args.ce_weight, args.log_every)
     data = DistillData.wrap(dm, args.task, args.seed, args.batch_size)
-    data.pool = teacher_pool(args, data, teacher_fn, teacher.config.vocab_size, device)
+    if args.teacher_pool:
+        data.add_pool(args.teacher_pool, teacher_fn, teacher.config.vocab_size, device)
     if rank0:
         begin(out, args, name, shape, dm)
         if not args.resume:
@@ -325,20 +325,6 @@ def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: Dis
             "precision": args.precision, "optimizer": "Adam", "lr": args.lr,
             "temperature": args.temperature, "ce_weight": args.ce_weight,
             "n": {k: len(data.split(k)) for k in EVAL_SPLITS}}
-
-
-def teacher_pool(args: DistillArgs, data: DistillData, teacher_fn, vocab: int,
-                 device: torch.device) -> TeacherPool | None:
-    """--teacher-pool's pool, its teacher logits computed now (timed: data.pool_s); None without it."""
-    if not args.teacher_pool:
-        return None
-    need = args.teacher_pool * vocab * torch.get_default_dtype().itemsize
-    require(need, torch.device("cpu"), f"--teacher-pool {args.teacher_pool}", "its teacher logits",
-            "lower --teacher-pool, or give 0 (the teacher in every step)")
-    start = time.perf_counter()
-    pool = TeacherPool.build(data.stream(), args.teacher_pool, teacher_fn, device)
-    data.pool_s = time.perf_counter() - start
-    return pool
 
 
 def check_batch(teacher, task, tokenizer, args: DistillArgs, device: torch.device) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import copy
 import itertools
 import random
+import time
 from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from bench.memory import require
 from models.types import BenchError
 from tasks.base import Example, Task, draw_examples
 from tasks.data import SPLITS, TaskDataModule
@@ -146,6 +148,16 @@ class DistillData(TaskDataModule):
         step = self.trainer.global_step if self.trainer is not None else 0
         rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(self.training().at(step, rank), batch_size=None)
+
+    def add_pool(self, size: int, teacher: Callable[[torch.Tensor], torch.Tensor], vocab: int,
+                 device: torch.device) -> None:
+        """Train on a `TeacherPool` of `size` stream prompts, its teacher logits computed now (timed: pool_s);
+        refused in one line when its logits cannot fit the free memory."""
+        require(size * vocab * torch.get_default_dtype().itemsize, torch.device("cpu"), f"--teacher-pool {size}",
+                "its teacher logits", "lower --teacher-pool, or give 0 (the teacher in every step)")
+        start = time.perf_counter()
+        self.pool = TeacherPool.build(self.stream(), size, teacher, device)
+        self.pool_s = time.perf_counter() - start
 
     def stream(self) -> TaskStream:
         return TaskStream(self.task, self.tokenizer, *self.stream_args)

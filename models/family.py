@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.types import BenchError
+
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu-tanh", "gelu", "gated-silu", "gated-gelu-tanh")  # down(act(up x)); down(act(gate x) * up x)
 Weights = dict[str, "torch.Tensor | None"]
@@ -75,6 +77,18 @@ class Family:
     embeddings: Callable[[nn.Module], dict]  # model -> wte, wpe (or None), ln_f, lm_head
     post_norms: Callable[[nn.Module], tuple[nn.Module, nn.Module]] | None = None  # block -> (after attn, after MLP)
     qk_norms: Callable[[nn.Module], tuple[nn.Module, nn.Module]] | None = None  # block -> (q norm, k norm)
+
+
+def rope_parameters(c) -> dict:
+    """A HF config's RoPE parameters (rope_parameters; rope_scaling in older transformers); {} if it has none."""
+    return getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+
+
+def require_default_rope(*params: dict | None) -> None:
+    """Refuse, in one line, RoPE parameters of any type but HF's default (no scaling)."""
+    for p in params:
+        if p and p.get("rope_type", "default") != "default":
+            raise BenchError(f"rope type {p['rope_type']!r} is not supported; only default RoPE is")
 
 
 def bias(linear: nn.Module) -> torch.Tensor | None:

@@ -4,7 +4,7 @@ RoPE bases. Inputs are capped at the sliding window, within which every layer at
 from __future__ import annotations
 
 from models.families import llama
-from models.family import Family, Shape
+from models.family import Family, Shape, require_default_rope
 from models.types import BenchError
 
 
@@ -21,8 +21,7 @@ def shape(c) -> Shape:
 def check(c) -> None:
     if c.final_logit_softcapping is not None or c.attn_logit_softcapping is not None:
         raise BenchError("Gemma 3 with logit softcapping is not supported")
-    if any(p.get("rope_type", "default") != "default" for p in c.rope_parameters.values() if p):
-        raise BenchError("Gemma 3 with scaled RoPE is not supported; only default RoPE is")
+    require_default_rope(*c.rope_parameters.values())  # one set per layer type
     if c.hidden_activation != "gelu_pytorch_tanh":
         raise BenchError(f"Gemma 3 activation {c.hidden_activation!r} is not supported; only gelu_pytorch_tanh is")
     if getattr(c, "use_bidirectional_attention", False):

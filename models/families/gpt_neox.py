@@ -3,17 +3,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.family import Family, Shape, Weights, bias
+from models.family import Family, Shape, Weights, bias, require_default_rope, rope_parameters
 from models.types import BenchError
-
-
-def _rope(c) -> dict:
-    return getattr(c, "rope_parameters", None) or {}
 
 
 def shape(c) -> Shape:
     hd = c.hidden_size // c.num_attention_heads
-    rope = _rope(c)
+    rope = rope_parameters(c)
     theta = rope.get("rope_theta", getattr(c, "rotary_emb_base", 10000.0))
     rotary = int(hd * rope.get("partial_rotary_factor", getattr(c, "rotary_pct", 1.0)))
     return Shape("gpt_neox", c.num_hidden_layers, c.num_attention_heads, c.num_attention_heads, hd, c.hidden_size,
@@ -23,8 +19,7 @@ def shape(c) -> Shape:
 
 
 def check(c) -> None:
-    if _rope(c).get("rope_type", "default") != "default":
-        raise BenchError(f"rope type {_rope(c)['rope_type']!r} is not supported; only default RoPE is")
+    require_default_rope(rope_parameters(c))
     if c.hidden_act != "gelu":
         raise BenchError(f"GPT-NeoX activation {c.hidden_act!r} is not supported; only gelu is")
 

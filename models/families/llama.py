@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.family import Family, Shape, Weights, bias
+from models.family import Family, Shape, Weights, bias, require_default_rope, rope_parameters
 from models.types import BenchError
 
 
 def shape(c, family: str = "llama") -> Shape:
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    rope = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+    rope = rope_parameters(c)
     theta = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
     # Mistral's sliding window: within it, attention is plainly causal; longer inputs are refused
     context = min(c.max_position_embeddings, getattr(c, "sliding_window", None) or c.max_position_embeddings)
@@ -19,9 +19,7 @@ def shape(c, family: str = "llama") -> Shape:
 
 
 def check(c) -> None:
-    rope = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
-    if rope.get("rope_type", "default") != "default":
-        raise BenchError(f"rope type {rope['rope_type']!r} is not supported; only default RoPE is")
+    require_default_rope(rope_parameters(c))
     if c.hidden_act != "silu":
         raise BenchError(f"{c.model_type} activation {c.hidden_act!r} is not supported; only silu is")
 

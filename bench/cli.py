@@ -175,6 +175,7 @@ EXPECTED_WARNINGS = (  # benign and known, so the user sees only what needs them
     r"`LightningModule.configure_optimizers` returned `None`",  # extraction optimises nothing, by design
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree shim on a newer torch
     r"Checkpoint directory .* exists and is not empty",  # distill --resume writes on into its own checkpoints
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # frozen models stay in eval mode, by design
 )
 
 

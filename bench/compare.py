@@ -170,9 +170,12 @@ def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
     method = MLPS if _bool(a["include_mlps"]) else HEADS
     reported = {"non_embedding": int(pruned["non_embedding"]), "accuracy": float(pruned["test_accuracy"]),
                 "kl": float(pruned["test_kl_to_full"])}
-    return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation", str(a["task"]),
+    fit = metrics.get("fit") or {"steps": 0}  # runs from before fitted constants had none
+    constants = (f"constants fitted for {int(fit['steps'])} steps × {int(fit['batch_size'])} prompts at lr "
+                 f"{float(fit['lr']):g}" if int(fit["steps"]) else "the patching means as constants")
+    return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation, {constants}", str(a["task"]),
                model_id(str(a["model"])), int(a["seed"]), path / "pruned", reported,
-               float(metrics["search"]["wall_s"]), None)
+               float(metrics["search"]["wall_s"]), float(fit["wall_s"]) if int(fit["steps"]) else None)
 
 
 def _distill_run(path: Path, config: dict, metrics: dict) -> Run:

@@ -251,7 +251,7 @@ class StepBar(Callback):
 
 def _state(trainer: L.Trainer) -> str:
     m = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
-    parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "val/kl", "heldout/kl") if k in m]
+    parts = [f"{k} {m[k]:.4f}" for k in ("train/l_distill", "fit/kl", "val/kl", "heldout/kl") if k in m]
     return ", ".join(parts + [f"{k} {m[k]:.1%}" for k in ("val/accuracy", "heldout/accuracy") if k in m])
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from bench.evaluate import BATCH_SIZE, accuracy, kl_to
 from bench.extraction import ExtractionModule, SearchProgress
+from bench.fitting import FitOptions, fit_means, lightning_device
 from bench.memory import GB, check_fits
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import arch, loading
@@ -33,6 +34,7 @@ from tasks.base import Task, Tokenizer
 from tasks.data import TaskDataModule
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
+FIT_STEPS = 100
 
 
 @dataclass(kw_only=True)
@@ -58,6 +60,11 @@ class SearchOptions:
         speculate: score up to this many candidates of a layer at once, each on top of the ones before it, and
             keep the scores up to the first candidate kept (the same circuit). The fast engine runs them as one
             batch: fewer, larger launches, for a GPU; on a CPU the dropped states are pure waste, so 1.
+        fit_steps: after the search, train the removed components' constants for this many Adam steps on fresh
+            prompts of the training templates, to bring the pruned model's answers back to the full model's (the
+            circuit and the kept weights do not change); 0 keeps the patching means, as the paper does.
+        fit_lr: the learning rate of that fit.
+        fit_batch_size: fresh prompts per fitting step.
     """
 
     task: str
@@ -74,17 +81,28 @@ class SearchOptions:
     batch_size: int = BATCH_SIZE
     cache_gb: float = 2.0
     speculate: int = 1
+    fit_steps: int = FIT_STEPS
+    fit_lr: float = 3e-3
+    fit_batch_size: int = 32
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown task -> BenchError
         if self.ablation not in SCHEMES:
             raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
-        for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate"):
+        for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate", "fit_batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.fit_steps < 0:
+            raise BenchError(f"--fit-steps must be >= 0 (0: keep the patching means), got {self.fit_steps}")
+        if not (math.isfinite(self.fit_lr) and self.fit_lr > 0):
+            raise BenchError(f"--fit-lr must be a finite number > 0, got {self.fit_lr}")
         if not (math.isfinite(self.cache_gb) and self.cache_gb >= 0):
             raise BenchError(f"--cache-gb must be a finite number >= 0, got {self.cache_gb}")
         loading.resolve_dtype(self.dtype)
+
+    @property
+    def fit(self) -> FitOptions:
+        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size)
 
 
 @dataclass
@@ -132,7 +150,7 @@ def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str, batc
 
 def trainer_for(device: torch.device, logger: TensorBoardLogger | None, epochs: int) -> L.Trainer:
     """A Trainer that only loops: on `device`, one epoch per candidate, our progress bar, no checkpoints."""
-    accelerator, devices = {"cuda": ("gpu", [device.index or 0]), "mps": ("mps", 1)}.get(device.type, ("cpu", 1))
+    accelerator, devices = lightning_device(device)
     return L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=logger or False,
                      callbacks=[SearchProgress()], enable_progress_bar=False, enable_checkpointing=False,
                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)
@@ -211,11 +229,14 @@ def extract(args: ExtractArgs) -> Path:
         circuit = Circuit.from_removed(
             set(search.removed), model=args.model, task=args.task, alpha=args.alpha, ablation=args.ablation,
             include_mlps=args.include_mlps, seed=args.seed, n_layers=shape.n_layers, n_heads=shape.n_heads)
-        pruned = prune(model, search.removed, means, meta={"task": args.task, "model": args.model})
+        fitted, fit = fit_means(model, task, tokenizer, dm, frozenset(search.removed), means, args.fit, args.seed,
+                                logger)
+        pruned = prune(model, search.removed, fitted, meta={"task": args.task, "model": args.model})
         full_params = count_params_of(pruned_config(model, (), means))
         metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params)
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
+        metrics["fit"] = fit
         write_run(run, resolved, circuit, pruned, metrics, dm, search)
         log_final(logger, metrics, len(search.order))
     return out
@@ -284,4 +305,7 @@ def print_extract(out, console: Console) -> None:
               f"{pruned['heldout_accuracy']:.1%}", f"{pruned['test_kl_to_full']:.4f}",
               f"{pruned['heldout_kl_to_full']:.4f}")
     console.print(t)
-    console.print(f"kept {len(c['heads'])} heads, {len(c['mlps'])} MLPs; search {m['search']['wall_s']:.0f} s; run: {out}")
+    fit = m.get("fit") or {"steps": 0}
+    fitted = f"; constants fitted in {fit['steps']} steps, {fit['wall_s']:.0f} s" if fit["steps"] else ""
+    console.print(f"kept {len(c['heads'])} heads, {len(c['mlps'])} MLPs; search {m['search']['wall_s']:.0f} s{fitted}; "
+                  f"run: {out}")

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, log_final, prepare,
                            search_circuit, tb_logger, templates, versions)
+from bench.fitting import fit_means
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import published
 from models.pruned import count_params_of
@@ -25,7 +26,7 @@ from models.surgery import prune, pruned_config
 from models.types import BenchError, Circuit
 
 COLUMNS = ("alpha", "kept_heads", "kept_mlps", "non_embedding_params", "pct_of_full", "test_accuracy",
-           "heldout_accuracy", "test_kl_to_full", "heldout_kl_to_full", "search_wall_s", "forwards")
+           "heldout_accuracy", "test_kl_to_full", "heldout_kl_to_full", "search_wall_s", "forwards", "fit_wall_s")
 ROC_COLUMNS = ("tpr", "fpr")
 PLOTS = ("size_vs_alpha.png", "accuracy_vs_size.png")
 
@@ -105,7 +106,9 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
         set(search.removed), model=args.model, task=args.task, alpha=alpha, ablation=args.ablation,
         include_mlps=args.include_mlps, seed=args.seed, n_layers=s.n_layers, n_heads=s.n_heads)
     (where / "circuit.json").write_text(circuit.to_json())
-    pruned = prune(ctx.model, search.removed, ctx.means, meta={"task": args.task, "model": args.model})
+    fitted, fit = fit_means(ctx.model, ctx.task, ctx.tokenizer, ctx.dm, frozenset(search.removed), ctx.means, one.fit,
+                            args.seed, logger)
+    pruned = prune(ctx.model, search.removed, fitted, meta={"task": args.task, "model": args.model})
     m = evaluate_models(ctx.task, ctx.tokenizer, ctx.model, pruned, ctx.dm, full_params)
     log_final(logger, m, len(search.order))
     p = m["pruned"]
@@ -114,7 +117,7 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
            "pct_of_full": 100 * p["non_embedding"] / full_params["non_embedding"],
            "test_accuracy": p["test_accuracy"], "heldout_accuracy": p["heldout_accuracy"],
            "test_kl_to_full": p["test_kl_to_full"], "heldout_kl_to_full": p["heldout_kl_to_full"],
-           "search_wall_s": wall, "forwards": search.scorer.forwards}
+           "search_wall_s": wall, "forwards": search.scorer.forwards, "fit_wall_s": fit["wall_s"]}
     if ctx.truth is not None:
         row["tpr"], row["fpr"] = tpr_fpr(circuit.heads, ctx.truth.heads, s.n_layers, s.n_heads)
     return row, m["full"]

@@ -162,6 +162,9 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
     assert all(s["removed"] == (s["delta"] < float(alpha)) for s in steps)
 
     check_tensorboard(out, steps, m, len(order))
+    removed = any(s["removed"] for s in steps)
+    assert m["fit"]["steps"] == (cfg["args"]["fit_steps"] if removed else 0)
+    assert len(tb_scalars(out).get("fit/kl", [])) == m["fit"]["steps"]  # the fit's curve, a point per step
     return c
 
 
@@ -373,12 +376,19 @@ def expect_user_error(argv: list[str], root: Path, capfd) -> str:
     ({"--ablation": "resample"}, "--ablation 'resample'"),
     ({"--engine": "warp"}, "--engine 'warp'"),
     ({"--n-test": "100000000"}, "can make only"),  # beyond the task's pool: fails after the model is loaded
-], ids=["task", "alpha-negative", "alpha-nan", "alpha-minus-inf", "alpha-inf", "ablation", "engine", "n-beyond-pool"])
+    ({"--fit-steps": "-1"}, "--fit-steps must be >= 0"),
+    ({"--fit-lr": "0"}, "--fit-lr must be a finite number > 0, got 0.0"),
+    ({"--fit-batch-size": "0"}, "--fit-batch-size must be >= 1"),
+], ids=["task", "alpha-negative", "alpha-nan", "alpha-minus-inf", "alpha-inf", "ablation", "engine", "n-beyond-pool",
+        "fit-steps", "fit-lr", "fit-batch-size"])
 def test_extract_rejects_bad_input(change, expect, model_dirs, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)  # a default runs/ directory would show up here
     argv = extract_argv(model_dirs["gpt2"], tmp_path / "out", alpha="0.1")
     for flag, value in change.items():
-        argv[argv.index(flag) + 1] = value
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
     assert expect in expect_user_error(argv, tmp_path, capfd)
 
 

@@ -4,11 +4,14 @@ heads and MLPs are trained to bring the ablated model's answer distribution back
 The circuit (which components stay) does not change, and neither does any kept weight: only the removed
 components' replacement values move, from the patching means they start at to the values that minimise
 
-    KL( full(x) ‖ ablated(x; constants) )  at the last prompt position, mean over fresh prompts x
+    KL( full(x) ‖ ablated(x; constants) )  at each answer position, mean over fresh prompts x
 
-of the training templates (a seeded `TaskStream` that excludes every evaluation prompt), by Adam. This is optimal
-ablation (Li & Janson, "Optimal ablation for interpretability", NeurIPS 2024): a mean is one constant among many, and
-on a template distribution a component's mean is a poor stand-in for what the rest of the model expects from it.
+of the training templates (a seeded `TaskStream` that excludes every evaluation prompt), by Adam. The answer
+positions are the last prompt position and, for answers of several tokens (greater-than's two digits on a
+tokenizer that splits digits), the positions of the full model's own greedy answer tokens: the task scores every
+token. This is optimal ablation (Li & Janson, "Optimal ablation for interpretability", NeurIPS 2024): a mean is
+one constant among many, and on a template distribution a component's mean is a poor stand-in for what the rest
+of the model expects from it.
 The result is a `Means` like any other, so surgery, the hook path and every invariant treat it the same way.
 Shapes: N prompts, T positions, V vocabulary.
 """
@@ -28,6 +31,7 @@ from bench import progress
 from bench.distill_data import TaskStream
 from bench.distillation import kl_mean, progress_bar
 from models.ablation import Means, ablated
+from models.generate import greedy, hf_last_logits
 from models.types import Component
 from tasks.base import Task
 from tasks.data import SPLITS, TaskDataModule
@@ -46,9 +50,10 @@ class FitOptions:
 class ConstantsFit(L.LightningModule):
     """Trains only the replacement constants of `removed`; the model's own weights are frozen and unchanged."""
 
-    def __init__(self, model: nn.Module, removed: frozenset[Component], means: Means, lr: float) -> None:
+    def __init__(self, model: nn.Module, removed: frozenset[Component], means: Means, lr: float, n_new: int) -> None:
         super().__init__()
         self.model, self.removed, self.scheme, self.min_len, self.lr = model, removed, means.scheme, means.min_len, lr
+        self.n_new = n_new  # answer tokens: each one's position is fitted, as the task scores each one
         self.z = nn.Parameter(means.z.detach().clone())  # (L, P, nh, hd)
         self.mlp = nn.Parameter(means.mlp.detach().clone())  # (L, P, d)
 
@@ -61,12 +66,14 @@ class ConstantsFit(L.LightningModule):
         return Means(self.z, self.mlp, self.scheme, self.min_len)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        ids = batch["input_ids"]  # (N, T)
+        ids, k = batch["input_ids"], self.n_new  # (N, T)
+        if k > 1:  # the full model's own answer, so that its later tokens are fitted where it makes them
+            ids = torch.cat([ids, greedy(hf_last_logits(self.model), ids, k - 1).clone()], dim=1)  # (N, T + k - 1)
         with torch.no_grad():
-            full = self.model(ids, logits_to_keep=1).logits[:, -1]  # (N, V)
+            full = self.model(ids, logits_to_keep=k).logits  # (N, k, V)
         with ablated(self.model, self.removed, self.means()):
-            cut = self.model(ids, logits_to_keep=1).logits[:, -1]  # (N, V)
-        loss = kl_mean(full, cut)
+            cut = self.model(ids, logits_to_keep=k).logits  # (N, k, V)
+        loss = kl_mean(full.flatten(0, 1), cut.flatten(0, 1))
         self.log("fit/kl", loss, prog_bar=True, batch_size=len(ids))
         return loss
 
@@ -104,7 +111,7 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
     for p in frozen:
         p.requires_grad_(False)
     stream = TaskStream(task, tokenizer, seed, options.batch_size, evaluation_prompts(dm))
-    module = ConstantsFit(model, removed, means, options.lr)
+    module = ConstantsFit(model, removed, means, options.lr, task.n_new(tokenizer))
     accelerator, devices = lightning_device(device)
     trainer = L.Trainer(max_steps=options.steps, accelerator=accelerator, devices=devices, logger=logger or False,
                         callbacks=[progress_bar() if Console().is_terminal else FitLines()], enable_progress_bar=False,

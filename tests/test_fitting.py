@@ -5,11 +5,12 @@ import torch
 
 from bench.evaluate import kl_to
 from bench.extract import patching_means
-from bench.fitting import FitOptions, evaluation_prompts, fit_means
+from bench.fitting import ConstantsFit, FitOptions, evaluation_prompts, fit_means
 from bench.distill_data import TaskStream
 from models import loading
 from models.ablation import ablated, hooked_logits
-from models.generate import hf_last_logits
+from models.generate import greedy, hf_last_logits
+from models.search import kl_last
 from models.surgery import prune
 from tasks import get_task
 from tasks.data import TaskDataModule
@@ -98,3 +99,23 @@ def test_the_fit_never_sees_an_evaluation_prompt(setting):
     seen = {e.prompt for k in range(30) for e in stream.examples(k)}
     assert seen and not seen & exclude
     assert stream.spaces and not any(s.template.heldout for s in stream.spaces)
+
+
+def test_every_token_of_a_longer_answer_is_fitted(tiny_llama_dir):
+    """greater-than answers in two digit tokens on SmolLM2's tokenizer: the fit's loss is the KL at both answer
+    positions, the second at the full model's own first digit."""
+    model, tok = loading.load_model(str(tiny_llama_dir))
+    task = get_task("greater-than")
+    assert task.n_new(tok) == 2
+    dm = TaskDataModule(task, tok, 8, 8, 8, seed=0, batch_size=8)
+    means = patching_means(model, task, tok, dm, "mean-pooled", 8)
+    removed = frozenset(random_removed(model, 2))
+    module = ConstantsFit(model, removed, means, 1e-2, task.n_new(tok))
+    ids = dm.test.input_ids  # (N, T)
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer here to log to
+        loss = module.training_step({"input_ids": ids}, 0)
+    ext = torch.cat([ids, greedy(hf_last_logits(model), ids, 1)], dim=1)  # (N, T + 1)
+    full = model(ext).logits[:, -2:]  # (N, 2, V)
+    cut = hooked_logits(model, ext, removed, means, last_only=False)[:, -2:]
+    expected = sum(kl_last(full[:, i], cut[:, i]) for i in range(2)) / 2
+    assert abs(float(loss) - expected) < 1e-4, (float(loss), expected)

@@ -17,7 +17,7 @@ from torch import nn
 
 from bench.evaluate import BATCH_SIZE, accuracy, kl_to
 from bench.extraction import ExtractionModule, SearchProgress
-from bench.fitting import FitOptions, fit_means, lightning_device
+from bench.fitting import FitOptions, fit_means, fit_or_interrupt, lightning_device
 from bench.memory import GB, check_fits
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import arch, loading
@@ -165,12 +165,7 @@ def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
     s = pruned_config(model, (), means)
     search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha, args.speculate)
     start, trainer = time.perf_counter(), trainer_for(device, logger, len(search.order))
-    try:
-        trainer.fit(ExtractionModule(search, s), dm.val_dataloader())
-    except SystemExit:  # Lightning answers Ctrl-C with exit(1); ours says what happened, with status 130
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
+    fit_or_interrupt(trainer, ExtractionModule(search, s), dm.val_dataloader())
     return search, time.perf_counter() - start
 
 

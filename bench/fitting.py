@@ -81,6 +81,17 @@ class ConstantsFit(L.LightningModule):
         return torch.optim.Adam([self.z, self.mlp], lr=self.lr)
 
 
+def fit_or_interrupt(trainer: L.Trainer, module: L.LightningModule, data: DataLoader) -> None:
+    """`trainer.fit`; Lightning answers Ctrl-C with exit(1), and this raises KeyboardInterrupt instead, so the verb
+    says what happened, with status 130."""
+    try:
+        trainer.fit(module, data)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+
+
 def lightning_device(device: torch.device) -> tuple[str, object]:
     """(accelerator, devices) of a Trainer that runs on `device` alone."""
     return {"cuda": ("gpu", [device.index or 0]), "mps": ("mps", 1)}.get(device.type, ("cpu", 1))
@@ -115,12 +126,10 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
     accelerator, devices = lightning_device(device)
     trainer = L.Trainer(max_steps=options.steps, accelerator=accelerator, devices=devices, logger=logger or False,
                         callbacks=[progress_bar() if Console().is_terminal else FitLines()], enable_progress_bar=False,
-                        enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        log_every_n_steps=1)
+                        enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1)
     start = time.perf_counter()
     try:
-        trainer.fit(module, DataLoader(stream, batch_size=None))
+        fit_or_interrupt(trainer, module, DataLoader(stream, batch_size=None))
     finally:
         for p in frozen:
             p.requires_grad_(True)

@@ -519,13 +519,16 @@ def m_kl(run: Path) -> float:
     return read_json(run / "metrics.json")["search"]["val_kl"]
 
 
-def test_ctrl_c_in_the_search_says_so_and_publishes_nothing(model_dirs, tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("where", ["search", "fit"])
+def test_ctrl_c_in_the_search_or_the_fit_says_so_and_publishes_nothing(where, model_dirs, tmp_path, monkeypatch,
+                                                                        capfd):
     from bench.extraction import ExtractionModule
+    from bench.fitting import ConstantsFit
 
     def interrupt(self, batch, batch_idx):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ExtractionModule, "training_step", interrupt)
+    monkeypatch.setattr(ExtractionModule if where == "search" else ConstantsFit, "training_step", interrupt)
     capfd.readouterr()
     assert main(extract_argv(model_dirs["llama"], tmp_path / "out", alpha="0.1")) == 130
     assert capfd.readouterr().err.strip().splitlines() == ["error: interrupted; nothing was published"]

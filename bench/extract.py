@@ -24,7 +24,7 @@ from models import arch, loading
 from models.ablation import Means, collect_means
 from models.fast import FastScorer
 from models.generate import greedy, hf_last_logits
-from models.io import save_pruned
+from models.io import CONSTANTS, save_means, save_pruned
 from models.pruned import count_params, count_params_of
 from models.search import HookScorer, Search
 from models.surgery import prune, pruned_config
@@ -62,7 +62,8 @@ class SearchOptions:
             batch: fewer, larger launches, for a GPU; on a CPU the dropped states are pure waste, so 1.
         fit_steps: after the search, train the removed components' constants for this many Adam steps on fresh
             prompts of the training templates, to bring the pruned model's answers back to the full model's (the
-            circuit and the kept weights do not change); 0 keeps the patching means, as the paper does.
+            circuit and the kept weights do not change); 0 keeps the patching means, as the paper does. Zero
+            ablation has no constants and is not fitted.
         fit_lr: the learning rate of that fit.
         fit_batch_size: fresh prompts per fitting step.
     """
@@ -232,7 +233,7 @@ def extract(args: ExtractArgs) -> Path:
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
         metrics["fit"] = fit
-        write_run(run, resolved, circuit, pruned, metrics, dm, search)
+        write_run(run, resolved, circuit, pruned, metrics, dm, search, fitted)
         log_final(logger, metrics, len(search.order))
     return out
 
@@ -259,8 +260,10 @@ def log_final(logger: TensorBoardLogger, metrics: dict, step: int) -> None:
     logger.finalize("success")
 
 
-def write_run(run: Path, args: dict, circuit: Circuit, pruned, metrics: dict, dm, search: Search) -> None:
+def write_run(run: Path, args: dict, circuit: Circuit, pruned, metrics: dict, dm, search: Search,
+              constants: Means) -> None:
     (run / "circuit.json").write_text(circuit.to_json())
+    save_means(constants, run / CONSTANTS)
     write_json(run / "metrics.json", metrics)
     write_json(run / "config.json", {"command": "extract", "args": args, "versions": versions(),
                                      "templates": templates(dm)})

@@ -113,9 +113,9 @@ def evaluation_prompts(dm: TaskDataModule) -> frozenset[str]:
 def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, removed: frozenset[Component],
               means: Means, options: FitOptions, seed: int, logger=None) -> tuple[Means, dict]:
     """The fitted constants of `removed` (a new `Means`; `means` is not changed) and what the fit did. With
-    `options.steps == 0` or nothing removed, `means` itself."""
+    `options.steps == 0`, nothing removed or zero ablation (which has no constants: zero stays zero), `means`."""
     info = {"steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "wall_s": 0.0}
-    if options.steps == 0 or not removed:
+    if options.steps == 0 or not removed or means.scheme == "zero":
         return means, {**info, "steps": 0}
     device = next(model.parameters()).device
     frozen = [p for p in model.parameters() if p.requires_grad]

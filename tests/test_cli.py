@@ -17,6 +17,11 @@ from safetensors import safe_open
 from bench import memory
 from bench.cli import main
 from bench.extract import ExtractArgs
+from models import loading
+from models.ablation import hooked_logits
+from models.io import CONSTANTS, load_means, load_pruned
+from models.types import Circuit
+from tasks.data import Split
 from tests.tiny import gpt2_for, save_dir
 
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "6"]
@@ -150,6 +155,7 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
     assert manifest["config"]["mlps"] == [i in c["mlps"] for i in range(n_layers)]
     with safe_open(str(out / "pruned" / "model.safetensors"), "pt") as f:
         assert len(list(f.keys())) > 0
+    check_constants(out, model_dir, c)
 
     # one step per candidate, last layer first, each layer's heads then its MLP; removed <=> not in the circuit
     order = [name for l in reversed(range(n_layers))
@@ -163,9 +169,20 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
 
     check_tensorboard(out, steps, m, len(order))
     removed = any(s["removed"] for s in steps)
-    assert m["fit"]["steps"] == (cfg["args"]["fit_steps"] if removed else 0)
+    assert m["fit"]["steps"] == (cfg["args"]["fit_steps"] if removed and ablation != "zero" else 0)
     assert len(tb_scalars(out).get("fit/kl", [])) == m["fit"]["steps"]  # the fit's curve, a point per step
     return c
+
+
+def check_constants(out: Path, model_dir: Path, circuit: dict) -> None:
+    """The run's constants (fitted after the search) rebuild the hook-ablated model its pruned model equals."""
+    model, _ = loading.load_model(str(model_dir))
+    constants = load_means(out / CONSTANTS)
+    assert constants.scheme == circuit["ablation"]
+    pruned, _ = load_pruned(out / "pruned")
+    ids = Split.from_jsonl("test", out / "splits" / "test.jsonl").input_ids
+    ref = hooked_logits(model, ids, Circuit.from_dict(circuit).removed(), constants)
+    assert torch.allclose(pruned(ids, last_only=True), ref, atol=1e-4, rtol=0)
 
 
 def check_tensorboard(out: Path, steps: list[dict], m: dict, n_steps: int) -> None:

@@ -87,8 +87,9 @@ def test_the_same_seed_gives_the_same_constants_and_zero_steps_the_means(setting
     _, _, c, _ = fitted(setting, "mean-pooled", steps=4, seed=1)
     assert torch.equal(a.z, b.z) and torch.equal(a.mlp, b.mlp)
     assert not torch.equal(a.z, c.z)
-    means, _, same, info = fitted(setting, "mean-pooled", steps=0)
-    assert same is means and info["steps"] == 0
+    for scheme, steps in (("mean-pooled", 0), ("zero", 4)):  # zero ablation has no constants: zero stays zero
+        means, _, same, info = fitted(setting, scheme, steps=steps)
+        assert same is means and info["steps"] == 0
 
 
 def test_the_fit_never_sees_an_evaluation_prompt(setting):

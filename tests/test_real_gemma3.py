@@ -8,7 +8,7 @@ import torch
 from bench.cli import main
 from models import loading
 from models.ablation import collect_means, hooked_logits
-from models.io import load_pruned
+from models.io import CONSTANTS, load_means, load_pruned
 from models.types import Circuit
 from tasks.data import Split
 
@@ -34,5 +34,8 @@ def test_real_gemma3_extraction_equals_the_hook_ablated_model(gemma_run):
     test = Split.from_jsonl("test", gemma_run / "splits" / "test.jsonl").input_ids
     assert (test[:, 0] == tok.bos_token_id).all()  # Gemma reads its BOS first
     pruned, _ = load_pruned(gemma_run / "pruned")
-    ref = hooked_logits(model, test, circuit.removed(), collect_means(model, patching, circuit.ablation))
+    means = collect_means(model, patching, circuit.ablation)
+    fitted = load_means(gemma_run / CONSTANTS)  # the patching means, fitted after the search
+    assert fitted.scheme == means.scheme and fitted.z.shape == means.z.shape
+    ref = hooked_logits(model, test, circuit.removed(), fitted)
     assert torch.allclose(pruned(test, last_only=True), ref, atol=1e-4, rtol=0)

@@ -7,7 +7,7 @@ import torch
 from bench.cli import main
 from models import loading
 from models.ablation import collect_means, hooked_logits
-from models.io import load_pruned
+from models.io import CONSTANTS, load_means, load_pruned
 from models.types import Circuit
 from tasks.data import Split
 
@@ -42,6 +42,8 @@ def test_real_pruned_model_equals_the_hook_ablated_model(ioi_run):
     patching = Split.from_jsonl("patching", ioi_run / "splits" / "patching.jsonl").input_ids
     test = Split.from_jsonl("test", ioi_run / "splits" / "test.jsonl").input_ids
     means = collect_means(model, patching, circuit.ablation)
+    fitted = load_means(ioi_run / CONSTANTS)  # the patching means, fitted after the search
+    assert fitted.scheme == means.scheme and fitted.z.shape == means.z.shape and not torch.equal(fitted.z, means.z)
     pruned, _ = load_pruned(ioi_run / "pruned")
-    ref = hooked_logits(model, test, circuit.removed(), means)
+    ref = hooked_logits(model, test, circuit.removed(), fitted)
     assert torch.allclose(pruned(test, last_only=True), ref, atol=1e-4, rtol=0)

@@ -199,9 +199,11 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
 
 
 def _search_s(match: str | None) -> float | None:
-    """The search wall time of the extraction a circuit + KD student started from (None if it is gone)."""
+    """The build time of the circuit a circuit + KD student started from, its search and the fit of its constants
+    (None if it is gone)."""
     try:
-        return float(read_json(Path(match) / "metrics.json")["search"]["wall_s"])
+        m = read_json(Path(match) / "metrics.json")
+        return float(m["search"]["wall_s"]) + float((m.get("fit") or {}).get("wall_s", 0))
     except (BenchError, KeyError, TypeError, ValueError):
         return None
 

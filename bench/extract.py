@@ -118,7 +118,7 @@ class ExtractArgs(SearchOptions):
             hooked forward per candidate); both give the same circuit.
     """
 
-    alpha: float = 0.011
+    alpha: float = 0.1
     out: str | None = None
     engine: str = "fast"
 

@@ -392,8 +392,8 @@ def task_section(task: TaskResult, plots: list[str]) -> list[str]:
     lines += ["", "Settings: " + "; ".join(f"{r.label}: {r.settings} (n={r.n}, seeds {seeds(r)})"
                                            for r in table if r.reduced) + ".",
               "n: runs of the method (full model: test splits); mean ± std where n ≥ 2, the single value otherwise. "
-              "Build cost: Algorithm 1's search wall time for circuits (and the fit of their constants), the training wall "
-              "time (and a teacher pool's "
+              "Build cost: Algorithm 1's search wall time for circuits (and the fit of their constants), the "
+              "training wall time (and a teacher pool's "
               "forward) for students, both for "
               "circuit + KD (as each run recorded it, on its own device). Warm-up: the untimed forwards before the "
               "timed ones at both batch sizes, compilation and graph capture included when compiled: a deployer's "

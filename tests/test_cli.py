@@ -24,7 +24,7 @@ from models.types import Circuit
 from tasks.data import Split
 from tests.tiny import gpt2_for, save_dir
 
-SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "6"]
+SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "6", "--fit-steps", "5"]  # test_fitting fits longer
 SIZES = {"patching": 4, "val": 4, "test": 6, "test-heldout": 6}  # test-heldout: as many as --n-test
 # alphas chosen (seed 0, these tiny models) so the circuit keeps some candidates and removes others, with every
 # decision at least ~0.003 away from the threshold (so float noise cannot flip one)
@@ -472,8 +472,8 @@ def test_default_directories_differ_by_every_option_that_changes_the_result():
         {"device": "cpu"}, {"engine": "reference"}, {"alpha": 0.02}, {"ablation": "mean"}, {"seed": 1})}
     assert len(names) == 11 and all(n.parent.name == "runs" for n in names)
     assert base.out_dir == ExtractArgs(task="ioi", overwrite=True).out_dir  # --overwrite changes nothing computed
-    assert base.out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.011-mean-pooled-s0-")
-    assert ExtractArgs(task="ioi", include_mlps=False).out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.011-"
+    assert base.out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.1-mean-pooled-s0-")
+    assert ExtractArgs(task="ioi", include_mlps=False).out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.1-"
                                                                                "mean-pooled-heads-s0-")
 
 

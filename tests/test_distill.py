@@ -15,7 +15,7 @@ from models.pruned import PrunedConfig, count_params_of
 from models.types import BenchError
 
 SMALL = ["--n-val", "4", "--n-test", "4"]
-EXTRACT_SMALL = ["--n-patching", "4", *SMALL]
+EXTRACT_SMALL = ["--n-patching", "4", "--fit-steps", "5", *SMALL]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,7 +15,8 @@ def runs(teacher, tmp_path_factory) -> dict[str, Path]:
     for scheme in ("mean-pooled", "mean"):
         out[scheme] = root / scheme
         argv = ["extract", "--task", "ioi", "--model", teacher, "--n-patching", "4", "--n-val", "4", "--n-test", "4",
-                "--alpha", "0.05", "--ablation", scheme, "--device", "cpu", "--out", str(out[scheme])]
+                "--alpha", "0.05", "--fit-steps", "5", "--ablation", scheme, "--device", "cpu",
+                "--out", str(out[scheme])]
         assert main(argv) == 0
     return out
 

@@ -18,7 +18,7 @@ from bench.cli import gather_list
 from bench.sweep import COLUMNS, SweepArgs, alpha_dir, print_sweep, sweep
 from models.types import BenchError, Circuit
 
-SMALL = dict(n_patching=4, n_val=4, n_test=6)
+SMALL = dict(n_patching=4, n_val=4, n_test=6, fit_steps=5)
 # seed 0, zero ablation, this tiny model: 0.001 keeps all 6 components, 0.015 keeps 2 heads + 2 MLPs, 0.1 keeps
 # one MLP; every decision is >= 0.0015 away from its alpha
 ALPHAS = [0.1, 0.001, 0.015]  # given unsorted on purpose

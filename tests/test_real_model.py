@@ -17,7 +17,8 @@ def ioi_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "ioi"
     # the default 40 patching and 40 validation prompts: the task has 14 training templates, and 8 validation
     # prompts (what this test used when IOI was one template) gave a circuit that scored 4 of 8
-    argv = ["extract", "--task", "ioi", "--n-test", "20", "--out", str(out)]
+    # every option at its default: the prompts drawn depend on --n-test too, so this is the README's run
+    argv = ["extract", "--task", "ioi", "--out", str(out)]
     assert main(argv) == 0
     return out
 

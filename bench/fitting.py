@@ -28,13 +28,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bench import progress
-from bench.distill_data import TaskStream
+from bench.distill_data import TaskStream, eval_prompts
 from bench.distillation import kl_mean, progress_bar
 from models.ablation import Means, ablated
 from models.generate import greedy, hf_last_logits
 from models.types import Component
 from tasks.base import Task
-from tasks.data import SPLITS, TaskDataModule
+from tasks.data import TaskDataModule
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,6 @@ class FitLines(Callback):
             progress.line(f"fitting the constants: step {step}/{total}, KL {float(outputs['loss']):.4f}")
 
 
-def evaluation_prompts(dm: TaskDataModule) -> frozenset[str]:
-    return frozenset(e.prompt for name in SPLITS for e in dm.split(name).examples)
-
-
 def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, removed: frozenset[Component],
               means: Means, options: FitOptions, seed: int, logger=None) -> tuple[Means, dict]:
     """The fitted constants of `removed` (a new `Means`; `means` is not changed) and what the fit did. With
@@ -121,7 +117,7 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    stream = TaskStream(task, tokenizer, seed, options.batch_size, evaluation_prompts(dm))
+    stream = TaskStream(task, tokenizer, seed, options.batch_size, eval_prompts(dm))
     module = ConstantsFit(model, removed, means, options.lr, task.n_new(tokenizer))
     accelerator, devices = lightning_device(device)
     trainer = L.Trainer(max_steps=options.steps, accelerator=accelerator, devices=devices, logger=logger or False,

@@ -5,8 +5,8 @@ import torch
 
 from bench.evaluate import kl_to
 from bench.extract import patching_means
-from bench.fitting import ConstantsFit, FitOptions, evaluation_prompts, fit_means
-from bench.distill_data import TaskStream
+from bench.fitting import ConstantsFit, FitOptions, fit_means
+from bench.distill_data import TaskStream, eval_prompts
 from models import loading
 from models.ablation import ablated, hooked_logits
 from models.generate import greedy, hf_last_logits
@@ -94,7 +94,7 @@ def test_the_same_seed_gives_the_same_constants_and_zero_steps_the_means(setting
 
 def test_the_fit_never_sees_an_evaluation_prompt(setting):
     _, tok, task, dm = setting
-    exclude = evaluation_prompts(dm)
+    exclude = eval_prompts(dm)
     assert {e.prompt for e in dm.heldout.examples} <= exclude and {e.prompt for e in dm.test.examples} <= exclude
     stream = TaskStream(task, tok, 0, 16, exclude)
     seen = {e.prompt for k in range(30) for e in stream.examples(k)}

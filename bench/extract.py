@@ -35,6 +35,7 @@ from tasks.data import TaskDataModule
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
 FIT_STEPS = 100
+FIT_JITTER = 0
 
 
 @dataclass(kw_only=True)
@@ -66,6 +67,9 @@ class SearchOptions:
             ablation has no constants and is not fitted.
         fit_lr: the learning rate of that fit.
         fit_batch_size: fresh prompts per fitting step.
+        fit_jitter: put 0 to this many neutral filler sentences before each fitting step's prompts, so that
+            position-free constants do not learn the training templates' one length (ignored by the per-position
+            mean, whose constants cover that length only); 0: none.
     """
 
     task: str
@@ -85,6 +89,7 @@ class SearchOptions:
     fit_steps: int = FIT_STEPS
     fit_lr: float = 3e-3
     fit_batch_size: int = 32
+    fit_jitter: int = FIT_JITTER
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown task -> BenchError
@@ -93,6 +98,8 @@ class SearchOptions:
         for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate", "fit_batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.fit_jitter < 0:
+            raise BenchError(f"--fit-jitter must be >= 0 (0: no filler sentences), got {self.fit_jitter}")
         if self.fit_steps < 0:
             raise BenchError(f"--fit-steps must be >= 0 (0: keep the patching means), got {self.fit_steps}")
         if not (math.isfinite(self.fit_lr) and self.fit_lr > 0):
@@ -103,7 +110,7 @@ class SearchOptions:
 
     @property
     def fit(self) -> FitOptions:
-        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size)
+        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size, self.fit_jitter)
 
 
 @dataclass

@@ -6,7 +6,10 @@ components' replacement values move, from the patching means they start at to th
 
     KL( full(x) ‖ ablated(x; constants) )  at each answer position, mean over fresh prompts x
 
-of the training templates (a seeded `TaskStream` that excludes every evaluation prompt), by Adam. The answer
+of the training templates (a seeded `TaskStream` that excludes every evaluation prompt), by Adam. For a
+position-free scheme, each step's prompts also come after up to `jitter` neutral filler sentences (`FILLERS`): the
+training templates all have one token length, and constants fitted at those positions alone learn them (the pruned
+model then fails as soon as the names sit a token later). The answer
 positions are the last prompt position and, for answers of several tokens (greater-than's two digits on a
 tokenizer that splits digits), the positions of the full model's own greedy answer tokens: the task scores every
 token. This is optimal ablation (Li & Janson, "Optimal ablation for interpretability", NeurIPS 2024): a mean is
@@ -17,6 +20,7 @@ Shapes: N prompts, T positions, V vocabulary.
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -25,26 +29,66 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from bench import progress
 from bench.distill_data import TaskStream, eval_prompts
 from bench.distillation import kl_mean, progress_bar
 from models.ablation import Means, ablated
 from models.generate import greedy, hf_last_logits
+from models.surgery import pruned_config
 from models.types import Component
-from tasks.base import Task
+from tasks.base import Task, Tokenizer, bos_prefix, encode
 from tasks.data import TaskDataModule
 
 
 @dataclass(frozen=True)
 class FitOptions:
     """How the constants are fitted: `steps` Adam steps (0: keep the patching means) at `lr`, `batch_size` fresh
-    prompts per step."""
+    prompts per step, each step's prompts after 0..`jitter` filler sentences (position-free schemes only)."""
 
     steps: int
     lr: float
     batch_size: int
+    jitter: int = 0
+
+
+# Neutral sentences, without names or numbers: what may come before a prompt in the fit.
+FILLERS = (
+    "It was a quiet morning.", "The weather had been cold all week.", "Nobody said much at first.",
+    "Everything was ready.", "The day had started early, as it often did.", "There was music in the background.",
+    "It had rained the night before.", "Later that day, the streets were busy again.", "The news came as a surprise.",
+    "It was the last week of the summer.", "The room was warm and bright.", "Not much had changed since then.",
+)
+
+
+def filler(tok: Tokenizer, most: int, seed: int, step: int, room: int) -> tuple[int, ...]:
+    """Step `step`'s filler ids: 0..`most` of `FILLERS`, each on its own line, drawn from (seed, step); of those, as
+    many as fit in `room` tokens."""
+    rng = random.Random(f"fit-jitter/{seed}/{step}")
+    ids: tuple[int, ...] = ()
+    for sentence in rng.sample(FILLERS, rng.randint(0, min(most, len(FILLERS)))):
+        more = tuple(encode(tok, sentence + "\n"))
+        if len(ids) + len(more) > room:
+            break
+        ids += more
+    return ids
+
+
+class Jittered(IterableDataset):
+    """`stream`'s batches, step k's prompts after `filler(tok, most, seed, k, room)` (behind the BOS where there is
+    one)."""
+
+    def __init__(self, stream: IterableDataset, tok: Tokenizer, most: int, seed: int, room: int) -> None:
+        self.stream, self.tok, self.most, self.seed, self.room = stream, tok, most, seed, room
+        self.bos = len(bos_prefix(tok))
+
+    def __iter__(self):
+        for k, batch in enumerate(self.stream):
+            pre = filler(self.tok, self.most, self.seed, k, self.room)
+            ids = batch["input_ids"]  # (N, T)
+            pre = torch.tensor(pre, dtype=ids.dtype).expand(len(ids), -1)  # (N, F)
+            yield {**batch, "input_ids": torch.cat([ids[:, :self.bos], pre, ids[:, self.bos:]], dim=1)}  # (N, F + T)
 
 
 class ConstantsFit(L.LightningModule):
@@ -110,24 +154,31 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
               means: Means, options: FitOptions, seed: int, logger=None) -> tuple[Means, dict]:
     """The fitted constants of `removed` (a new `Means`; `means` is not changed) and what the fit did. With
     `options.steps == 0`, nothing removed or zero ablation (which has no constants: zero stays zero), `means`."""
-    info = {"steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "wall_s": 0.0}
+    jitter = 0 if means.positional else options.jitter  # per-position constants cover the prompts' length only
+    info = {"steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "jitter": jitter,
+            "wall_s": 0.0}
     if options.steps == 0 or not removed or means.scheme == "zero":
-        return means, {**info, "steps": 0}
+        return means, {**info, "steps": 0, "jitter": 0}
     device = next(model.parameters()).device
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     stream = TaskStream(task, tokenizer, seed, options.batch_size, eval_prompts(dm))
-    module = ConstantsFit(model, removed, means, options.lr, task.n_new(tokenizer))
+    n_new = task.n_new(tokenizer)
+    room = pruned_config(model, (), means).n_positions - stream.spaces[0].length - (n_new - 1)  # the model's context
+    data = Jittered(stream, tokenizer, jitter, seed, room) if jitter else stream
+    module = ConstantsFit(model, removed, means, options.lr, n_new)
     accelerator, devices = lightning_device(device)
     trainer = L.Trainer(max_steps=options.steps, accelerator=accelerator, devices=devices, logger=logger or False,
                         callbacks=[progress_bar() if Console().is_terminal else FitLines()], enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1)
     start = time.perf_counter()
     try:
-        fit_or_interrupt(trainer, module, DataLoader(stream, batch_size=None))
+        fit_or_interrupt(trainer, module, DataLoader(data, batch_size=None))
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    fitted = Means(module.z.detach().clone(), module.mlp.detach().clone(), means.scheme, means.min_len)
+        model.to(device)  # Lightning's teardown moved the module, and the model inside it, to the CPU
+    fitted = Means(module.z.detach().to(device).clone(), module.mlp.detach().to(device).clone(), means.scheme,
+                   means.min_len)
     return fitted, {**info, "wall_s": time.perf_counter() - start}

@@ -33,14 +33,18 @@ def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
 def score_run(run: Path, model, tok, n: int, seed: int, device) -> list[dict]:
     """One row per off-template phrasing: its length, the full model's and the pruned model's accuracy, the KL."""
     circuit = Circuit.load(run / "circuit.json")
-    task = get_task(circuit.task)
     pruned, _ = load_pruned(run / "pruned", device=device)
+    base = {"run": str(run), "task": circuit.task, "ablation": circuit.ablation}
+    return [{**base, **row} for row in score_pruned(get_task(circuit.task), model, tok, pruned, n, seed, device)]
+
+
+def score_pruned(task, model, tok, pruned, n: int, seed: int, device) -> list[dict]:
+    """`score_run`'s rows for a pruned model in memory."""
     full_fn, pruned_fn = hf_last_logits(model), (lambda ids: pruned(ids.to(device), last_only=True))
     rows = []
     for template in task.off_template:
         split = phrasing_split(task, tok, template, n, seed)
-        row = {"run": str(run), "task": task.name, "ablation": circuit.ablation, "phrasing": template.name,
-               "tokens": len(split.examples[0].input_ids), "n": len(split),
+        row = {"phrasing": template.name, "tokens": len(split.examples[0].input_ids), "n": len(split),
                "full_accuracy": accuracy(task, tok, full_fn, split)}
         try:
             row["pruned_accuracy"] = accuracy(task, tok, pruned_fn, split)

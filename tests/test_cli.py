@@ -170,6 +170,8 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
     check_tensorboard(out, steps, m, len(order))
     removed = any(s["removed"] for s in steps)
     assert m["fit"]["steps"] == (cfg["args"]["fit_steps"] if removed and ablation != "zero" else 0)
+    pooled_fit = m["fit"]["steps"] and ablation == "mean-pooled"  # per-position constants are fitted unjittered
+    assert m["fit"]["jitter"] == (cfg["args"]["fit_jitter"] if pooled_fit else 0)
     assert len(tb_scalars(out).get("fit/kl", [])) == m["fit"]["steps"]  # the fit's curve, a point per step
     return c
 
@@ -396,8 +398,9 @@ def expect_user_error(argv: list[str], root: Path, capfd) -> str:
     ({"--fit-steps": "-1"}, "--fit-steps must be >= 0"),
     ({"--fit-lr": "0"}, "--fit-lr must be a finite number > 0, got 0.0"),
     ({"--fit-batch-size": "0"}, "--fit-batch-size must be >= 1"),
+    ({"--fit-jitter": "-1"}, "--fit-jitter must be >= 0"),
 ], ids=["task", "alpha-negative", "alpha-nan", "alpha-minus-inf", "alpha-inf", "ablation", "engine", "n-beyond-pool",
-        "fit-steps", "fit-lr", "fit-batch-size"])
+        "fit-steps", "fit-lr", "fit-batch-size", "fit-jitter"])
 def test_extract_rejects_bad_input(change, expect, model_dirs, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)  # a default runs/ directory would show up here
     argv = extract_argv(model_dirs["gpt2"], tmp_path / "out", alpha="0.1")

@@ -5,7 +5,7 @@ import torch
 
 from bench.evaluate import kl_to
 from bench.extract import patching_means
-from bench.fitting import ConstantsFit, FitOptions, fit_means
+from bench.fitting import ConstantsFit, FitOptions, Jittered, filler, fit_means
 from bench.distill_data import TaskStream, eval_prompts
 from models import loading
 from models.ablation import ablated, hooked_logits
@@ -13,8 +13,10 @@ from models.generate import greedy, hf_last_logits
 from models.search import kl_last
 from models.surgery import prune
 from tasks import get_task
+from tasks.base import bos_prefix
 from tasks.data import TaskDataModule
 from tests.test_surgery import random_removed
+from tests.test_tasks import _BosTokenizer
 
 
 @pytest.fixture(scope="module", params=["tiny_gpt2_dir", "tiny_llama_dir"])
@@ -25,11 +27,11 @@ def setting(request):
     return model, tok, get_task("ioi"), dm
 
 
-def fitted(setting, scheme: str, steps: int = 40, seed: int = 0):
+def fitted(setting, scheme: str, steps: int = 40, seed: int = 0, jitter: int = 0):
     model, tok, task, dm = setting
     means = patching_means(model, task, tok, dm, scheme, 8)
     removed = frozenset(random_removed(model, 1))
-    out, info = fit_means(model, task, tok, dm, removed, means, FitOptions(steps, 3e-2, 16), seed)
+    out, info = fit_means(model, task, tok, dm, removed, means, FitOptions(steps, 3e-2, 16, jitter), seed)
     return means, removed, out, info
 
 
@@ -70,7 +72,8 @@ def test_only_the_removed_components_constants_move(setting):
 @pytest.mark.parametrize("scheme", ["mean-pooled", "mean"])
 def test_the_pruned_model_of_fitted_constants_equals_the_hook_ablated_one(setting, scheme):
     model, _, _, dm = setting
-    _, removed, out, _ = fitted(setting, scheme, steps=10)
+    _, removed, out, info = fitted(setting, scheme, steps=10, jitter=3)
+    assert info["jitter"] == (3 if scheme == "mean-pooled" else 0)  # per-position constants: the prompts' length
     pruned = prune(model, removed, out)
     t = dm.test.input_ids.shape[1]
     lengths = (t,) if scheme == "mean" else (1, t - 3, t, t + 4)  # position-free: any length
@@ -120,3 +123,26 @@ def test_every_token_of_a_longer_answer_is_fitted(tiny_llama_dir):
     cut = hooked_logits(model, ext, removed, means, last_only=False)[:, -2:]
     expected = sum(kl_last(full[:, i], cut[:, i]) for i in range(2)) / 2
     assert abs(float(loss) - expected) < 1e-4, (float(loss), expected)
+
+
+def test_the_filler_is_seeded_varied_and_fits_its_room(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    draws = [filler(tok, 3, 0, k, 1000) for k in range(60)]
+    assert draws == [filler(tok, 3, 0, k, 1000) for k in range(60)]
+    assert draws != [filler(tok, 3, 1, k, 1000) for k in range(60)]
+    assert {tok.decode(list(d)).count("\n") for d in draws} == {0, 1, 2, 3}  # 0..3 sentences, each on its line
+    assert len({len(d) for d in draws}) > 5  # the prompts land at many offsets
+    assert all(len(filler(tok, 3, 0, k, 12)) <= 12 for k in range(60))
+    assert all(filler(tok, 0, 0, k, 1000) == () for k in range(10))
+
+
+@pytest.mark.parametrize("with_bos", [False, True])
+def test_jittered_batches_put_the_filler_after_the_bos(smollm2_tokenizer, with_bos):
+    tok = _BosTokenizer(smollm2_tokenizer) if with_bos else smollm2_tokenizer
+    stream = TaskStream(get_task("ioi"), tok, 0, 4, frozenset())
+    b = len(bos_prefix(tok))
+    assert b == int(with_bos)
+    for k, (plain, jit) in zip(range(8), zip(stream, Jittered(stream, tok, 3, 0, 1000))):
+        ids, pre = plain["input_ids"], torch.tensor(filler(tok, 3, 0, k, 1000), dtype=torch.long)
+        expected = torch.cat([ids[:, :b], pre.expand(len(ids), -1), ids[:, b:]], dim=1)
+        assert torch.equal(jit["input_ids"], expected) and torch.equal(jit["targets"], plain["targets"])

@@ -1,9 +1,12 @@
-"""bench.offtemplate: pruned models on phrasings in none of the templates, at their own token lengths."""
+"""bench.offtemplate: pruned models on phrasings in none of the templates, at their own token lengths; and
+bench.fit_probe, which refits a run's constants under other fit settings and scores them there too."""
+import json
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
+from bench.fit_probe import main as fit_probe
 from bench.offtemplate import main as offtemplate
 from tasks import get_task
 
@@ -15,7 +18,7 @@ def runs(teacher, tmp_path_factory) -> dict[str, Path]:
     for scheme in ("mean-pooled", "mean"):
         out[scheme] = root / scheme
         argv = ["extract", "--task", "ioi", "--model", teacher, "--n-patching", "4", "--n-val", "4", "--n-test", "4",
-                "--alpha", "0.05", "--fit-steps", "5", "--ablation", scheme, "--device", "cpu",
+                "--alpha", "0.5", "--fit-steps", "5", "--ablation", scheme, "--device", "cpu",
                 "--out", str(out[scheme])]
         assert main(argv) == 0
     return out
@@ -43,3 +46,28 @@ def test_bad_runs_are_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "circuit.json" in err[0]
+
+
+def test_the_fit_probe_refits_a_runs_circuit_and_reproduces_the_run(runs, tmp_path):
+    run, report = runs["mean-pooled"], tmp_path / "probe.md"
+    assert fit_probe(["--runs", str(run), "--variants", "steps=5", "steps=0", "steps=3,jitter=0,lr=0.01", "--n", "4",
+                      "--device", "cpu", "--out", str(report)]) == 0
+    rows = json.loads(report.with_suffix(".json").read_text())
+    assert json.loads((run / "metrics.json").read_text())["fit"]["steps"] == 5  # the run removed something
+    assert [r["variant"] for r in rows] == ["steps=5", "steps=0", "steps=3,jitter=0,lr=0.01"]
+    assert [(r["fit"]["steps"], r["fit"]["jitter"], r["fit"]["lr"]) for r in rows] == [(5, 3, 3e-3), (0, 0, 3e-3),
+                                                                                        (3, 0, 0.01)]
+    m = json.loads((run / "metrics.json").read_text())["pruned"]
+    same = rows[0]  # the run's own fit settings: the same circuit, means, prompts and constants as the run
+    assert same["test"] == m["test_accuracy"] and abs(same["test_kl"] - m["test_kl_to_full"]) < 1e-6
+    assert abs(same["heldout_kl"] - m["heldout_kl_to_full"]) < 1e-6
+    assert rows[1]["test_kl"] != same["test_kl"]
+    assert len([line for line in report.read_text().splitlines() if line.startswith("| ioi")]) == 3
+
+
+def test_a_bad_fit_probe_variant_is_one_line(runs, capsys):
+    with pytest.raises(SystemExit) as e:
+        fit_probe(["--runs", str(runs["mean-pooled"]), "--variants", "steps=5,warmup=3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad --variants entry 'steps=5,warmup=3'" in err[0]

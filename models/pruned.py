@@ -272,6 +272,16 @@ class PrunedModel(nn.Module):
         x = x if last_attention(self.blocks) >= 0 else x[:, -1:]
         return self.unembed(run_to_last(self.blocks, x, rope, t)[:, -1])
 
+    def last_logits(self, ids: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, T) token ids -> logits at the last k positions (B, k, V), unembedding only those."""
+        if k == 1:
+            return self(ids, last_only=True)[:, None]
+        self.cfg.check_length(ids.shape[1])
+        x, rope = self.embed(ids)
+        for block in self.blocks:
+            x = block(x, rope)
+        return self.unembed(x[:, -k:])
+
     def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
         """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions, per base (None: learned
         positions)."""

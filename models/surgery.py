@@ -51,7 +51,6 @@ def _copy_attention(dst, w: dict, cfg: PrunedConfig, layer: int) -> None:
         dst.o.bias.copy_(w["bo"])
 
 
-@torch.no_grad()
 def _attn_constant(w: dict, cfg: PrunedConfig, means: Means, layer: int) -> torch.Tensor:
     """(P, d): the summed mean output of this layer's removed heads, plus the o bias if no head is left."""
     gone = [h for h in range(cfg.n_heads) if h not in cfg.heads[layer]]
@@ -100,16 +99,44 @@ def fill_block(dst: Block, src: nn.Module, s: arch.Shape, cfg: PrunedConfig, mea
                 copy_norm(mine, theirs, s)
         if post1 is not None:
             copy_norm(dst.post1, post1, s)
-    if dst.attn_bias is not None:
-        const = _attn_constant(w, cfg, means, layer)
-        dst.attn_bias.copy_(const if dst.attn is not None or post1 is None else post1(const))
+    attn_const, mlp_const = block_constants(src, s, cfg, means, layer)
+    if attn_const is not None:
+        dst.attn_bias.copy_(attn_const)
     if dst.mlp is not None:
         _copy_mlp(dst.mlp, arch.mlp_weights(src, s), cfg)
         copy_norm(dst.ln2, ln2, s)
         if post2 is not None:
             copy_norm(dst.post2, post2, s)
-    elif dst.mlp_const is not None:
-        dst.mlp_const.copy_(means.mlp[layer] if post2 is None else post2(means.mlp[layer]))
+    elif mlp_const is not None:
+        dst.mlp_const.copy_(mlp_const)
+    return dst
+
+
+def block_constants(src: nn.Module, s: arch.Shape, cfg: PrunedConfig, means: Means,
+                    layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What pruned layer `layer` stores for its removed parts, (attn_bias, mlp_const), each (P, d) or None: the
+    removed heads' summed output (post-normed if no head is left), the removed MLP's (post-normed). Differentiable
+    in `means`, so the constants can be fitted through the pruned model (`refill_constants`)."""
+    post1, post2 = arch.post_norms(src, s) if s.post_norms else (None, None)
+    attn = mlp = None
+    if cfg.attn_bias_rows(layer):
+        const = _attn_constant(arch.attn_weights(src, s), cfg, means, layer)
+        attn = const if cfg.heads[layer] or post1 is None else post1(const)
+    if not cfg.mlps[layer] and cfg.mlp_const_rows(layer):
+        mlp = means.mlp[layer] if post2 is None else post2(means.mlp[layer])
+    return attn, mlp
+
+
+def refill_constants(dst: PrunedModel, model: nn.Module, means: Means) -> PrunedModel:
+    """`dst` (pruned from `model`) with its constants recomputed from `means`, keeping their autograd graph: a
+    forward of `dst` then equals `model` ablated with `means`, and its gradient reaches `means`."""
+    s = arch.shape_of(model)
+    for l, (src, block) in enumerate(zip(arch.blocks(model), dst.blocks)):
+        attn, mlp = block_constants(src, s, dst.cfg, means, l)
+        if attn is not None:
+            block.attn_bias = attn.to(block.attn_bias.dtype)
+        if mlp is not None:
+            block.mlp_const = mlp.to(block.mlp_const.dtype)
     return dst
 
 

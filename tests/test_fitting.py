@@ -7,8 +7,9 @@ from bench.evaluate import kl_to
 from bench.extract import patching_means
 from bench.fitting import ConstantsFit, FitOptions, Jittered, filler, fit_means
 from bench.distill_data import TaskStream, eval_prompts
+from bench.distillation import kl_mean
 from models import loading
-from models.ablation import ablated, hooked_logits
+from models.ablation import Means, ablated, hooked_logits
 from models.generate import greedy, hf_last_logits
 from models.search import kl_last
 from models.surgery import prune
@@ -105,6 +106,43 @@ def test_the_fit_never_sees_an_evaluation_prompt(setting):
     assert stream.spaces and not any(s.template.heldout for s in stream.spaces)
 
 
+def grads_of_the_reference(model, ids, removed, means, k: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The fit's loss computed on the hook-ablated full model, and its gradient in the constants."""
+    ref = Means(means.z.clone().requires_grad_(True), means.mlp.clone().requires_grad_(True), means.scheme,
+                means.min_len)
+    with torch.no_grad():
+        full = model(ids).logits[:, -k:]  # (N, k, V)
+    with ablated(model, removed, ref):  # hooked_logits runs in inference mode
+        cut = model(ids).logits[:, -k:]  # (N, k, V)
+    loss = kl_mean(full.flatten(0, 1), cut.flatten(0, 1))
+    loss.backward()
+    return float(loss), grad_of(ref.z), grad_of(ref.mlp)
+
+
+def grad_of(p: torch.Tensor) -> torch.Tensor:
+    """p's gradient; zeros where nothing removed used it."""
+    return torch.zeros_like(p) if p.grad is None else p.grad
+
+
+@pytest.mark.parametrize("scheme", ["mean-pooled", "mean"])
+def test_a_fitting_step_through_the_pruned_model_equals_one_through_the_hooks(setting, scheme):
+    """The fit runs the pruned model, the fast path: its loss and its gradient in the constants equal those of the
+    hook-ablated full model, for every constant, removed or not."""
+    model, tok, task, dm = setting
+    means = patching_means(model, task, tok, dm, scheme, 8)
+    removed = frozenset(random_removed(model, 3))
+    module = ConstantsFit(model, removed, means, 1e-2, 1)
+    ids = dm.test.input_ids  # (N, T)
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer here to log to
+        loss = module.training_step({"input_ids": ids}, 0)
+    loss.backward()
+    ref_loss, z_grad, mlp_grad = grads_of_the_reference(model, ids, removed, means, 1)
+    assert abs(float(loss) - ref_loss) < 1e-5 * max(1.0, ref_loss), (float(loss), ref_loss)
+    for got, want in ((grad_of(module.z), z_grad), (grad_of(module.mlp), mlp_grad)):
+        assert want.abs().max() > 0
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6 * float(want.abs().max()))
+
+
 def test_every_token_of_a_longer_answer_is_fitted(tiny_llama_dir):
     """greater-than answers in two digit tokens on SmolLM2's tokenizer: the fit's loss is the KL at both answer
     positions, the second at the full model's own first digit."""
@@ -123,6 +161,11 @@ def test_every_token_of_a_longer_answer_is_fitted(tiny_llama_dir):
     cut = hooked_logits(model, ext, removed, means, last_only=False)[:, -2:]
     expected = sum(kl_last(full[:, i], cut[:, i]) for i in range(2)) / 2
     assert abs(float(loss) - expected) < 1e-4, (float(loss), expected)
+    loss.backward()  # and the gradient through the pruned model is the hook-ablated model's
+    _, z_grad, mlp_grad = grads_of_the_reference(model, ext, removed, means, 2)
+    assert z_grad.abs().max() > 0
+    for got, want in ((grad_of(module.z), z_grad), (grad_of(module.mlp), mlp_grad)):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6 * float(want.abs().max()))
 
 
 def test_the_filler_is_seeded_varied_and_fits_its_room(smollm2_tokenizer):

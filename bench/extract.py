@@ -34,8 +34,8 @@ from tasks.base import Task, Tokenizer
 from tasks.data import TaskDataModule
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
-FIT_STEPS = 100
-FIT_JITTER = 0
+FIT_STEPS = 300
+FIT_JITTER = 3
 
 
 @dataclass(kw_only=True)
@@ -125,7 +125,7 @@ class ExtractArgs(SearchOptions):
             hooked forward per candidate); both give the same circuit.
     """
 
-    alpha: float = 0.1
+    alpha: float = 0.14
     out: str | None = None
     engine: str = "fast"
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# GPU probe of fit settings (session 7). Run from the repo root after part_aa is in /root/stage.
+. .gpu-stage/env.sh
+P=$OUT/p; mkdir -p $P; C=.gpu-stage/circuits
+nvidia-smi -L > $P/gpu.txt 2>&1
+probe() { local name=$1 t=$2; shift 2
+  timeout $t python3 -m bench.fit_probe --device cuda --out $P/$name.md "$@" > $P/$name.log 2>&1; echo "$name rc=$? $(date +%T)" >> $P/done.txt; }
+date +%T > $P/done.txt
+probe ioi-a0.1 210 --runs $C/ioi-a0.1 --variants steps=100 steps=30 steps=100,jitter=1 steps=100,jitter=2 \
+  steps=100,jitter=3 steps=200,jitter=2 steps=300,jitter=3 steps=100,jitter=2,lr=0.001
+probe gt-a0.1 100 --runs $C/gt-a0.1 --variants steps=100 steps=100,jitter=2 steps=300,jitter=3
+probe ioi-big 130 --runs $C/ioi-a0.14 $C/ioi-a0.2 --variants steps=100 steps=100,jitter=2 steps=300,jitter=3
+tar czf $OUT/probe.tgz -C $OUT p

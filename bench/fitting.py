@@ -35,7 +35,6 @@ from bench import progress
 from bench.distill_data import TaskStream, eval_prompts
 from bench.distillation import kl_mean, progress_bar
 from models.ablation import Means
-from models.generate import greedy, hf_last_logits
 from models.surgery import prune, pruned_config, refill_constants
 from models.types import Component
 from tasks.base import Task, Tokenizer, bos_prefix, encode
@@ -91,6 +90,20 @@ class Jittered(IterableDataset):
             yield {**batch, "input_ids": torch.cat([ids[:, :self.bos], pre, ids[:, self.bos:]], dim=1)}  # (N, F + T)
 
 
+@torch.no_grad()
+def teacher_answer(model: nn.Module, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts (N, T) extended by the full model's first k - 1 greedy answer tokens, and its logits at the k
+    answer positions (N, k, V): one forward, then one cached step per extra token."""
+    out = model(ids, use_cache=k > 1, logits_to_keep=1)
+    logits = [out.logits[:, -1]]  # (N, V) each
+    for _ in range(k - 1):
+        nxt = logits[-1].argmax(-1, keepdim=True)  # (N, 1)
+        ids = torch.cat([ids, nxt], dim=1)
+        out = model(nxt, past_key_values=out.past_key_values, use_cache=True)
+        logits.append(out.logits[:, -1])
+    return ids, torch.stack(logits, dim=1)
+
+
 class ConstantsFit(L.LightningModule):
     """Trains only the replacement constants of `removed`; the model's own weights are frozen and unchanged.
 
@@ -116,11 +129,8 @@ class ConstantsFit(L.LightningModule):
         return Means(self.z, self.mlp, self.scheme, self.min_len)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        ids, k = batch["input_ids"], self.n_new  # (N, T)
-        if k > 1:  # the full model's own answer, so that its later tokens are fitted where it makes them
-            ids = torch.cat([ids, greedy(hf_last_logits(self.model), ids, k - 1).clone()], dim=1)  # (N, T + k - 1)
-        with torch.no_grad():
-            full = self.model(ids, logits_to_keep=k).logits  # (N, k, V)
+        ids, full = teacher_answer(self.model, batch["input_ids"], self.n_new)  # (N, T + k - 1), (N, k, V)
+        k = self.n_new
         cut = refill_constants(self.pruned, self.model, self.means()).last_logits(ids, k)  # (N, k, V)
         loss = kl_mean(full.flatten(0, 1), cut.flatten(0, 1))
         self.log("fit/kl", loss, prog_bar=True, batch_size=len(ids))

@@ -5,7 +5,7 @@ import torch
 
 from bench.evaluate import kl_to
 from bench.extract import patching_means
-from bench.fitting import ConstantsFit, FitOptions, Jittered, filler, fit_means
+from bench.fitting import ConstantsFit, FitOptions, Jittered, filler, fit_means, teacher_answer
 from bench.distill_data import TaskStream, eval_prompts
 from bench.distillation import kl_mean
 from models import loading
@@ -189,3 +189,13 @@ def test_jittered_batches_put_the_filler_after_the_bos(smollm2_tokenizer, with_b
         ids, pre = plain["input_ids"], torch.tensor(filler(tok, 3, 0, k, 1000), dtype=torch.long)
         expected = torch.cat([ids[:, :b], pre.expand(len(ids), -1), ids[:, b:]], dim=1)
         assert torch.equal(jit["input_ids"], expected) and torch.equal(jit["targets"], plain["targets"])
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_teachers_cached_answer_equals_greedy_decoding_without_a_cache(setting, k):
+    model, _, _, dm = setting
+    ids = dm.test.input_ids  # (N, T)
+    ext, logits = teacher_answer(model, ids, k)
+    with torch.no_grad():
+        assert torch.equal(ext, torch.cat([ids, greedy(hf_last_logits(model), ids, k - 1)], dim=1))
+        torch.testing.assert_close(logits, model(ext).logits[:, -k:], atol=1e-4, rtol=0)

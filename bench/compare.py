@@ -171,8 +171,9 @@ def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
     reported = {"non_embedding": int(pruned["non_embedding"]), "accuracy": float(pruned["test_accuracy"]),
                 "kl": float(pruned["test_kl_to_full"])}
     fit = metrics.get("fit") or {"steps": 0}  # runs from before fitted constants had none
+    jitter = f", after 0–{int(fit['jitter'])} filler sentences" if fit.get("jitter") else ""
     constants = (f"constants fitted for {int(fit['steps'])} steps × {int(fit['batch_size'])} prompts at lr "
-                 f"{float(fit['lr']):g}" if int(fit["steps"]) else "the patching means as constants")
+                 f"{float(fit['lr']):g}{jitter}" if int(fit["steps"]) else "the patching means as constants")
     return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation, {constants}", str(a["task"]),
                model_id(str(a["model"])), int(a["seed"]), path / "pruned", reported,
                float(metrics["search"]["wall_s"]), float(fit["wall_s"]) if int(fit["steps"]) else None)

@@ -99,7 +99,8 @@ def teacher_answer(model: nn.Module, ids: torch.Tensor, k: int) -> tuple[torch.T
     for _ in range(k - 1):
         nxt = logits[-1].argmax(-1, keepdim=True)  # (N, 1)
         ids = torch.cat([ids, nxt], dim=1)
-        out = model(nxt, past_key_values=out.past_key_values, use_cache=True)
+        key = "cache" if "cache" in out else "past_key_values"  # transformers 5 renamed the KV cache
+        out = model(nxt, use_cache=True, **{key: out[key]})
         logits.append(out.logits[:, -1])
     return ids, torch.stack(logits, dim=1)
 

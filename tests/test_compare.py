@@ -156,6 +156,8 @@ def test_numbers_agree_with_the_runs(result, runs):
         assert float(row["accuracy_delta_pts"]) == pytest.approx(delta)
     search = ext["search"]["wall_s"]
     assert ext["fit"]["steps"] > 0  # the constants' fit is part of what a circuit costs to build
+    assert (f"constants fitted for {ext['fit']['steps']} steps × 32 prompts at lr 0.003, after 0–"
+            f"{ext['fit']['jitter']} filler sentences") in by_run["e-mlps-s0"]["settings"]
     assert float(by_run["e-mlps-s0"]["build_s"]) == pytest.approx(search + ext["fit"]["wall_s"])
     train = rjson(runs / "d-circuit-s0" / "metrics.json")["train"]  # a pooled student: the pool's teacher too
     assert train["teacher_pool_s"] > 0

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.offtemplate import score_run
 from models import loading
 from models.ablation import collect_means, hooked_logits
 from models.io import CONSTANTS, load_means, load_pruned
@@ -28,9 +29,10 @@ def test_real_extraction_prunes_and_keeps_the_task(ioi_run):
     circuit = Circuit.load(ioi_run / "circuit.json")
     assert (circuit.n_layers, circuit.n_heads) == (30, 9)
     assert metrics["full"]["test_accuracy"] >= 0.75  # SmolLM2 solves IOI (93% of 100 prompts, README)
-    # The defaults (alpha 0.1, mean-pooled, constants fitted) cut 51.2% on IOI at seed 0 (README): the 50% target.
-    assert metrics["pruned"]["non_embedding"] < 0.5 * metrics["full"]["non_embedding"]
-    assert metrics["fit"]["steps"] == 100
+    # The defaults (alpha 0.14, mean-pooled, constants fitted with jitter) cut 65.0% on IOI at seed 0 (README): the
+    # 60% goal.
+    assert metrics["pruned"]["non_embedding"] < 0.4 * metrics["full"]["non_embedding"]
+    assert (metrics["fit"]["steps"], metrics["fit"]["jitter"]) == (300, 3)
     assert metrics["pruned"]["test_accuracy"] >= metrics["full"]["test_accuracy"] - 0.25
     assert metrics["full"]["heldout_accuracy"] >= 0.75  # the held-out phrasings are ones the model can do
     assert metrics["pruned"]["heldout_accuracy"] >= metrics["full"]["heldout_accuracy"] - 0.25
@@ -48,3 +50,15 @@ def test_real_pruned_model_equals_the_hook_ablated_model(ioi_run):
     pruned, _ = load_pruned(ioi_run / "pruned")
     ref = hooked_logits(model, test, circuit.removed(), fitted)
     assert torch.allclose(pruned(test, last_only=True), ref, atol=1e-4, rtol=0)
+
+
+def test_real_pruned_model_does_phrasings_in_none_of_the_templates(ioi_run):
+    """IOI phrasings of other lengths, in both orders (the README's check, at 20 prompts each): the pruned model
+    stays within 10 points of the full model on average (README, 100 prompts each: +0.6)."""
+    model, tok = loading.load_model("smollm2-135m")
+    with torch.inference_mode():
+        rows = score_run(ioi_run, model, tok, 20, 0, torch.device("cpu"))
+    assert len(rows) == 10 and not any("refused" in r for r in rows)
+    full = sum(r["full_accuracy"] for r in rows) / len(rows)
+    cut = sum(r["pruned_accuracy"] for r in rows) / len(rows)
+    assert full >= 0.85 and cut >= full - 0.10, (full, cut)

@@ -86,10 +86,18 @@ def tree(root: Path) -> dict[str, bytes | None]:
 def tb_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert list((run / "tb").glob("events.out.tfevents.*"))
-    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})  # every event file of the run
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    # Each fit closes its writer, so a run has several event files. Read them in the order they were written:
+    # by name, ".10" would come before ".9" when both are stamped the same second.
+    files = sorted((run / "tb").glob("events.out.tfevents.*"),
+                   key=lambda f: (int(f.name.split(".")[3]), int(f.name.rsplit(".", 1)[1])))
+    assert files
+    out: dict[str, list[tuple[int, float]]] = {}
+    for f in files:
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
 
 
 def hf_non_embedding(model_dir: Path) -> int:
@@ -472,11 +480,12 @@ def test_default_directories_differ_by_every_option_that_changes_the_result():
     base = ExtractArgs(task="ioi")
     names = {ExtractArgs(task="ioi", **change).out_dir for change in (
         {}, {"include_mlps": False}, {"n_val": 41}, {"n_patching": 41}, {"n_test": 101}, {"dtype": "bfloat16"},
-        {"device": "cpu"}, {"engine": "reference"}, {"alpha": 0.02}, {"ablation": "mean"}, {"seed": 1})}
-    assert len(names) == 11 and all(n.parent.name == "runs" for n in names)
+        {"device": "cpu"}, {"engine": "reference"}, {"alpha": 0.02}, {"ablation": "mean"}, {"seed": 1},
+        {"fit_jitter": 0})}
+    assert len(names) == 12 and all(n.parent.name == "runs" for n in names)
     assert base.out_dir == ExtractArgs(task="ioi", overwrite=True).out_dir  # --overwrite changes nothing computed
-    assert base.out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.1-mean-pooled-s0-")
-    assert ExtractArgs(task="ioi", include_mlps=False).out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.1-"
+    assert base.out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.14-mean-pooled-s0-")
+    assert ExtractArgs(task="ioi", include_mlps=False).out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.14-"
                                                                                "mean-pooled-heads-s0-")
 
 

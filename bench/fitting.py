@@ -130,8 +130,8 @@ class ConstantsFit(L.LightningModule):
         return Means(self.z, self.mlp, self.scheme, self.min_len)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        ids, full = teacher_answer(self.model, batch["input_ids"], self.n_new)  # (N, T + k - 1), (N, k, V)
         k = self.n_new
+        ids, full = teacher_answer(self.model, batch["input_ids"], k)  # (N, T + k - 1), (N, k, V)
         cut = refill_constants(self.pruned, self.model, self.means()).last_logits(ids, k)  # (N, k, V)
         loss = kl_mean(full.flatten(0, 1), cut.flatten(0, 1))
         self.log("fit/kl", loss, prog_bar=True, batch_size=len(ids))

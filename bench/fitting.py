@@ -35,7 +35,7 @@ from bench import progress
 from bench.distill_data import TaskStream, eval_prompts
 from bench.distillation import kl_mean, progress_bar
 from models.ablation import Means
-from models.surgery import prune, pruned_config, refill_constants
+from models.surgery import prune, refill_constants
 from models.types import Component
 from tasks.base import Task, Tokenizer, bos_prefix, encode
 from tasks.data import TaskDataModule
@@ -181,9 +181,9 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
         p.requires_grad_(False)
     stream = TaskStream(task, tokenizer, seed, options.batch_size, eval_prompts(dm))
     n_new = task.n_new(tokenizer)
-    room = pruned_config(model, (), means).n_positions - stream.spaces[0].length - (n_new - 1)  # the model's context
-    data = Jittered(stream, tokenizer, jitter, seed, room) if jitter else stream
     module = ConstantsFit(model, removed, means, options.lr, n_new)
+    room = module.pruned.cfg.n_positions - stream.spaces[0].length - (n_new - 1)  # what the context leaves
+    data = Jittered(stream, tokenizer, jitter, seed, room) if jitter else stream
     accelerator, devices = lightning_device(device)
     trainer = L.Trainer(max_steps=options.steps, accelerator=accelerator, devices=devices, logger=logger or False,
                         callbacks=[progress_bar() if Console().is_terminal else FitLines()], enable_progress_bar=False,

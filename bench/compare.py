@@ -193,20 +193,21 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
     settings = f"{steps}, lr {float(a['lr']):g}, T {float(a['temperature']):g}{ce}, {size}"
     reported = {"non_embedding": int(student["non_embedding"]), "accuracy": float(student["test_accuracy"]),
                 "kl": float(student["test_kl_to_teacher"])}
-    search = _search_s(a.get("match")) if a["init"] == "circuit" else None
+    search, fit = _circuit_build(a.get("match")) if a["init"] == "circuit" else (None, 0.0)
+    train = float(metrics["train"]["wall_s"]) + float(metrics["train"].get("teacher_pool_s", 0))
     return Run(path, CKD if a["init"] == "circuit" else KD, settings, str(a["task"]),
                model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), path / "student",
-               reported, search, float(metrics["train"]["wall_s"]) + float(metrics["train"].get("teacher_pool_s", 0)))
+               reported, search, fit + train)
 
 
-def _search_s(match: str | None) -> float | None:
-    """The build time of the circuit a circuit + KD student started from, its search and the fit of its constants
-    (None if it is gone)."""
+def _circuit_build(match: str | None) -> tuple[float | None, float]:
+    """(search, fit of its constants) wall times of the circuit a circuit + KD student started from, as its extract
+    row splits them into search and training; (None, 0) if the run is gone."""
     try:
         m = read_json(Path(match) / "metrics.json")
-        return float(m["search"]["wall_s"]) + float((m.get("fit") or {}).get("wall_s", 0))
+        return float(m["search"]["wall_s"]), float((m.get("fit") or {}).get("wall_s", 0))
     except (BenchError, KeyError, TypeError, ValueError):
-        return None
+        return None, 0.0
 
 
 def _bool(x) -> bool:

@@ -163,6 +163,8 @@ def test_numbers_agree_with_the_runs(result, runs):
     assert train["teacher_pool_s"] > 0
     circuit = search + ext["fit"]["wall_s"]
     assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(circuit + train["wall_s"] + train["teacher_pool_s"])
+    for name in ("e-mlps-s0", "d-circuit-s0"):  # the search column is the search alone, the fit is training
+        assert float(by_run[name]["search_s"]) == pytest.approx(search)
     assert "prompts of a 12-prompt teacher pool" in by_run["d-circuit-s0"]["settings"]
     assert "streamed prompts" in by_run["d-random-s0"]["settings"]
     assert by_run["d-random-s0"]["search_s"] == "" and float(by_run["d-random-s0"]["build_s"]) > 0

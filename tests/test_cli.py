@@ -16,6 +16,7 @@ from safetensors import safe_open
 
 from bench import memory
 from bench.cli import main
+from bench.curves import read_scalars
 from bench.extract import ExtractArgs
 from models import loading
 from models.ablation import hooked_logits
@@ -84,20 +85,8 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 
 def tb_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    # Each fit closes its writer, so a run has several event files. Read them in the order they were written:
-    # by name, ".10" would come before ".9" when both are stamped the same second.
-    files = sorted((run / "tb").glob("events.out.tfevents.*"),
-                   key=lambda f: (int(f.name.split(".")[3]), int(f.name.rsplit(".", 1)[1])))
-    assert files
-    out: dict[str, list[tuple[int, float]]] = {}
-    for f in files:
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    return read_scalars(run, tags=None)  # every event file of the run, in the order written
 
 
 def hf_non_embedding(model_dir: Path) -> int:

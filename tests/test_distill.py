@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bench.cli import main
+from bench.curves import read_scalars
 from bench.distillation import DistillationModule, l_distill, size_student
 from models.io import load_pruned
 from models.pruned import PrunedConfig, count_params_of
@@ -37,9 +37,7 @@ def distill(teacher, out, *extra, shape=("--layers", "1", "--heads", "3", "--d-m
 
 
 def scalars(run, tag: str) -> dict[int, float]:
-    acc = EventAccumulator(str(run / "tb"))
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars(tag)}
+    return dict(read_scalars(run, tags=(tag,))[tag])
 
 
 def test_l_distill_by_hand():

@@ -172,8 +172,10 @@ def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
                 "kl": float(pruned["test_kl_to_full"])}
     fit = metrics.get("fit") or {"steps": 0}  # runs from before fitted constants had none
     jitter = f", after 0–{int(fit['jitter'])} filler sentences" if fit.get("jitter") else ""
+    lengths = fit.get("lengths") or []  # runs from before the fit used other lengths have none
+    lengths = f", prompts of {len(lengths)} token lengths" if len(lengths) > 1 else ""
     constants = (f"constants fitted for {int(fit['steps'])} steps × {int(fit['batch_size'])} prompts at lr "
-                 f"{float(fit['lr']):g}{jitter}" if int(fit["steps"]) else "the patching means as constants")
+                 f"{float(fit['lr']):g}{jitter}{lengths}" if int(fit["steps"]) else "the patching means as constants")
     return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation, {constants}", str(a["task"]),
                model_id(str(a["model"])), int(a["seed"]), path / "pruned", reported,
                float(metrics["search"]["wall_s"]), float(fit["wall_s"]) if int(fit["steps"]) else None)

@@ -28,15 +28,23 @@ class TaskStream(IterableDataset):
     are dropped, so training never sees one; that leaves a batch a prompt short about once in a blue moon."""
 
     def __init__(self, task: Task, tokenizer, seed: int, batch_size: int, exclude: frozenset[str], start: int = 0,
-                 rank: int = 0) -> None:
-        self.spaces = task.spaces(tokenizer, heldout=False)  # once: building the pools is the slow part
+                 rank: int = 0, every_length: bool = False) -> None:
+        # once: building the pools is the slow part
+        self.spaces = task.fit_spaces(tokenizer) if every_length else task.spaces(tokenizer, heldout=False)
         self.task, self.seed, self.batch_size, self.exclude = task.name, seed, batch_size, exclude
         self.start, self.rank = start, rank
 
+    @property
+    def lengths(self) -> list[int]:
+        """The token lengths of the stream's prompts (a batch has one of them)."""
+        return sorted({s.length for s in self.spaces})
+
     def examples(self, k: int) -> list[Example]:
-        """Step k's prompts; templates take turns across steps as within one."""
-        o = (k * self.batch_size) % len(self.spaces)
-        spaces = self.spaces[o:] + self.spaces[:o]
+        """Step k's prompts, all of one length: that of template k mod (number of templates), so each length gets
+        steps in proportion to its templates; the templates of that length take turns across steps as within one."""
+        group = [s for s in self.spaces if s.length == self.spaces[k % len(self.spaces)].length]
+        o = (k * self.batch_size) % len(group)
+        spaces = group[o:] + group[:o]
         drawn = draw_examples(spaces, self.batch_size, self.seed, self.task, stream=f"distill/{self.rank}/{k}")
         return [e for e in drawn if e.prompt not in self.exclude]
 

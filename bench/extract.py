@@ -70,6 +70,9 @@ class SearchOptions:
         fit_jitter: put 0 to this many neutral filler sentences before each fitting step's prompts, so that
             position-free constants do not learn the training templates' one length (ignored by the per-position
             mean, whose constants cover that length only); 0: none.
+        fit_every_length: fit position-free constants on the training templates of every token length, not only
+            on those of the search's one length, so that they see phrasings of other shapes (ignored by the
+            per-position mean).
     """
 
     task: str
@@ -90,6 +93,7 @@ class SearchOptions:
     fit_lr: float = 3e-3
     fit_batch_size: int = 32
     fit_jitter: int = FIT_JITTER
+    fit_every_length: bool = False
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown task -> BenchError
@@ -110,7 +114,7 @@ class SearchOptions:
 
     @property
     def fit(self) -> FitOptions:
-        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size, self.fit_jitter)
+        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size, self.fit_jitter, self.fit_every_length)
 
 
 @dataclass

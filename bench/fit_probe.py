@@ -4,7 +4,7 @@ refitted under each fit setting from the same patching means, and each pruned mo
 `bench.offtemplate`) and on the test prompts after a sentence that no fit uses (`SHIFT`: every token a few
 positions later):
 
-    python -m bench.fit_probe --runs runs/extract-ioi-... --variants steps=100 steps=100,jitter=2 \\
+    python -m bench.fit_probe --runs runs/extract-ioi-... --variants steps=100 steps=100,jitter=2,every_length=0 \\
         --device cuda --out results/fit-probe-smollm2-135m.md
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tasks.data import Split
 
 SHIFT = "She looked out of the window for a while.\n"
 assert SHIFT.strip() not in FILLERS  # the shift must be one no fit has seen
-FIELDS = {"steps": int, "lr": float, "batch_size": int, "jitter": int}
+FIELDS = {"steps": int, "lr": float, "batch_size": int, "jitter": int, "every_length": lambda v: bool(int(v))}
 
 
 def parse_variant(text: str, base: FitOptions) -> FitOptions:

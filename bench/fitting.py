@@ -7,9 +7,10 @@ components' replacement values move, from the patching means they start at to th
     KL( full(x) ‖ ablated(x; constants) )  at each answer position, mean over fresh prompts x
 
 of the training templates (a seeded `TaskStream` that excludes every evaluation prompt), by Adam. For a
-position-free scheme, each step's prompts also come after up to `jitter` neutral filler sentences (`FILLERS`): the
-training templates all have one token length, and constants fitted at those positions alone learn them (the pruned
-model then fails as soon as the names sit a token later). The answer
+position-free scheme, each step's prompts also come after up to `jitter` neutral filler sentences (`FILLERS`), and
+with `every_length` from the training templates of every token length, not only the search's one: constants
+fitted at the search templates' positions alone learn them (the pruned model then fails as soon as the names sit a
+token later). The answer
 positions are the last prompt position and, for answers of several tokens (greater-than's two digits on a
 tokenizer that splits digits), the positions of the full model's own greedy answer tokens: the task scores every
 token. This is optimal ablation (Li & Janson, "Optimal ablation for interpretability", NeurIPS 2024): a mean is
@@ -44,12 +45,14 @@ from tasks.data import TaskDataModule
 @dataclass(frozen=True)
 class FitOptions:
     """How the constants are fitted: `steps` Adam steps (0: keep the patching means) at `lr`, `batch_size` fresh
-    prompts per step, each step's prompts after 0..`jitter` filler sentences (position-free schemes only)."""
+    prompts per step, each step's prompts after 0..`jitter` filler sentences, and drawn from the training templates
+    of every token length with `every_length` (both for position-free schemes only)."""
 
     steps: int
     lr: float
     batch_size: int
     jitter: int = 0
+    every_length: bool = False
 
 
 # Neutral sentences, without names or numbers: what may come before a prompt in the fit.
@@ -170,19 +173,20 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
               means: Means, options: FitOptions, seed: int, logger=None) -> tuple[Means, dict]:
     """The fitted constants of `removed` (a new `Means`; `means` is not changed) and what the fit did. With
     `options.steps == 0`, nothing removed or zero ablation (which has no constants: zero stays zero), `means`."""
-    jitter = 0 if means.positional else options.jitter  # per-position constants cover the prompts' length only
+    free = not means.positional  # per-position constants cover the search prompts' one length only
+    jitter, every = (options.jitter, options.every_length) if free else (0, False)
+    stream = TaskStream(task, tokenizer, seed, options.batch_size, eval_prompts(dm), every_length=every)
     info = {"steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "jitter": jitter,
-            "wall_s": 0.0}
+            "lengths": stream.lengths, "wall_s": 0.0}
     if options.steps == 0 or not removed or means.scheme == "zero":
-        return means, {**info, "steps": 0, "jitter": 0}
+        return means, {**info, "steps": 0, "jitter": 0, "lengths": []}
     device = next(model.parameters()).device
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    stream = TaskStream(task, tokenizer, seed, options.batch_size, eval_prompts(dm))
     n_new = task.n_new(tokenizer)
     module = ConstantsFit(model, removed, means, options.lr, n_new)
-    room = module.pruned.cfg.n_positions - stream.spaces[0].length - (n_new - 1)  # what the context leaves
+    room = module.pruned.cfg.n_positions - stream.lengths[-1] - (n_new - 1)  # what the context leaves
     data = Jittered(stream, tokenizer, jitter, seed, room) if jitter else stream
     accelerator, devices = lightning_device(device)
     trainer = L.Trainer(max_steps=options.steps, accelerator=accelerator, devices=devices, logger=logger or False,

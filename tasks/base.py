@@ -4,7 +4,8 @@ and judges greedy answers.
 A template is one phrasing of the task. Training templates feed the patching, validation and test splits;
 held-out templates feed only `test-heldout`, which the search never sees. Every prompt of a task has one token
 length (the per-position mean ablation needs it), so `Task.spaces` keeps the templates whose prompts
-have the length most training templates share for this tokenizer."""
+have the length most training templates share for this tokenizer; training templates of other lengths feed only
+the fit of position-free constants (`Task.fit_spaces`)."""
 from __future__ import annotations
 
 import random
@@ -80,6 +81,13 @@ class Task:
             raise unsupported(tok, self.name, f"no {kind} template has the {length}-token length most training "
                                               "templates share; add one to the task's template registry")
         return chosen
+
+    def fit_spaces(self, tok: Tokenizer) -> list[Space]:
+        """Every training template's space, of any token length: the search's first, then the others by length.
+        Position-free constants are fitted on these; the search and its splits use `spaces` alone."""
+        one = self.spaces(tok, heldout=False)
+        rest = [s for s in self._every_space(tok) if not s.template.heldout and s not in one]
+        return one + sorted(rest, key=lambda s: s.length)
 
     def _every_space(self, tok: Tokenizer) -> list[Space]:
         """Every template's space for `tok`, built once per tokenizer: building the word pools is what is slow."""

@@ -1,6 +1,7 @@
 """Indirect object identification (IOI, Wang et al. 2023), as a distribution of phrasings in both orders:
 "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to" -> " [A]" (BABA), and the same sentence with
-"[A] and [B]" (ABBA). Every phrasing below comes in both orders; three phrasings are held out."""
+"[A] and [B]" (ABBA). Every phrasing below comes in both orders; three phrasings are held out. The training
+phrasings of the search's token length feed the splits; those of other lengths widen the fit (`Task.fit_spaces`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,14 @@ PHRASINGS = (
     ("found-at", "At the {place}, {b} and {a} found a {obj}. {b} gave it to", True),
     ("drove", "Earlier, {b} and {a} drove to the {place}. {b} gave a {obj} to", True),
     ("commuting", "While {b} and {a} were commuting to the {place}, {b} gave a {obj} to", True),
+    # Of other token lengths: only the fit of position-free constants uses these (the search needs one length).
+    ("as-left", "As {b} and {a} left the {place}, {b} gave a {obj} to", False),
+    ("because", "Because {b} and {a} were at the {place}, {b} gave a {obj} to", False),
+    ("reached", "Once {b} and {a} had reached the {place}, {b} passed a {obj} to", False),
+    ("dinner", "Last night {b} and {a} had dinner at the {place}. {b} brought a {obj} for", False),
+    ("after-lunch", "After the lunch, {b} and {a} went to the {place}. {b} gave a {obj} to", False),
+    ("met-at", "In the end, {b} and {a} met at the {place}, and {b} gave a {obj} to", False),
+    ("thinking", "Then, {b} and {a} were thinking about going to the {place}. {b} wanted to give a {obj} to", False),
 )
 # Phrasings in none of the templates, of other token lengths: `bench.offtemplate` feeds them to pruned models.
 OFF_TEMPLATE = (

@@ -169,6 +169,10 @@ def check_run(out: Path, *, task: str, model_dir: Path, arch: str, alpha: str, a
     assert m["fit"]["steps"] == (cfg["args"]["fit_steps"] if removed and ablation != "zero" else 0)
     pooled_fit = m["fit"]["steps"] and ablation == "mean-pooled"  # per-position constants are fitted unjittered
     assert m["fit"]["jitter"] == (cfg["args"]["fit_jitter"] if pooled_fit else 0)
+    search_length = len(jsonl(out / "splits" / "test.jsonl")[0]["input_ids"])  # per-position: that length alone
+    assert (search_length in m["fit"]["lengths"]) == bool(m["fit"]["steps"])
+    assert len(m["fit"]["lengths"]) > 1 if pooled_fit and cfg["args"]["fit_every_length"] else len(
+        m["fit"]["lengths"]) <= 1
     assert len(tb_scalars(out).get("fit/kl", [])) == m["fit"]["steps"]  # the fit's curve, a point per step
     return c
 
@@ -260,6 +264,16 @@ def test_extract_each_task(task, arch, ablation, alpha, model_dirs, tmp_path, sm
     for row in jsonl(out / "splits" / "test.jsonl"):
         if task != "acronyms":  # acronyms builds its ids directly
             assert row["input_ids"] == smollm2_tokenizer.encode(row["prompt"], add_special_tokens=False)
+
+
+def test_fit_every_length_fits_position_free_constants_on_every_training_length(model_dirs, tmp_path):
+    out = tmp_path / "run"
+    run_ok(extract_argv(model_dirs["gpt2"], out, alpha="0.05", ablation="mean-pooled", extra=("--fit-every-length",)))
+    c = check_run(out, task="ioi", model_dir=model_dirs["gpt2"], arch="gpt2", alpha="0.05", ablation="mean-pooled")
+    assert c["heads"] or c["mlps"]
+    assert read_json(out / "config.json")["args"]["fit_every_length"] is True
+    lengths = read_json(out / "metrics.json")["fit"]["lengths"]
+    assert len(lengths) >= 5 and lengths == sorted(lengths)  # IOI: the search's 15 tokens and six others
 
 
 def test_mean_and_zero_ablation_differ(gpt2_ioi, model_dirs, tmp_path):
@@ -470,8 +484,8 @@ def test_default_directories_differ_by_every_option_that_changes_the_result():
     names = {ExtractArgs(task="ioi", **change).out_dir for change in (
         {}, {"include_mlps": False}, {"n_val": 41}, {"n_patching": 41}, {"n_test": 101}, {"dtype": "bfloat16"},
         {"device": "cpu"}, {"engine": "reference"}, {"alpha": 0.02}, {"ablation": "mean"}, {"seed": 1},
-        {"fit_jitter": 0})}
-    assert len(names) == 12 and all(n.parent.name == "runs" for n in names)
+        {"fit_jitter": 0}, {"fit_every_length": True})}
+    assert len(names) == 13 and all(n.parent.name == "runs" for n in names)
     assert base.out_dir == ExtractArgs(task="ioi", overwrite=True).out_dir  # --overwrite changes nothing computed
     assert base.out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.14-mean-pooled-s0-")
     assert ExtractArgs(task="ioi", include_mlps=False).out_dir.name.startswith("extract-ioi-smollm2-135m-alpha0.14-"

@@ -158,6 +158,8 @@ def test_numbers_agree_with_the_runs(result, runs):
     assert ext["fit"]["steps"] > 0  # the constants' fit is part of what a circuit costs to build
     assert (f"constants fitted for {ext['fit']['steps']} steps × 32 prompts at lr 0.003, after 0–"
             f"{ext['fit']['jitter']} filler sentences") in by_run["e-mlps-s0"]["settings"]
+    n = len(ext["fit"]["lengths"])  # the task's training templates of other token lengths widen the fit
+    assert (f"prompts of {n} token lengths" in by_run["e-mlps-s0"]["settings"]) == (n > 1)
     assert float(by_run["e-mlps-s0"]["build_s"]) == pytest.approx(search + ext["fit"]["wall_s"])
     train = rjson(runs / "d-circuit-s0" / "metrics.json")["train"]  # a pooled student: the pool's teacher too
     assert train["teacher_pool_s"] > 0

@@ -28,11 +28,12 @@ def setting(request):
     return model, tok, get_task("ioi"), dm
 
 
-def fitted(setting, scheme: str, steps: int = 40, seed: int = 0, jitter: int = 0):
+def fitted(setting, scheme: str, steps: int = 40, seed: int = 0, jitter: int = 0, every_length: bool = False):
     model, tok, task, dm = setting
     means = patching_means(model, task, tok, dm, scheme, 8)
     removed = frozenset(random_removed(model, 1))
-    out, info = fit_means(model, task, tok, dm, removed, means, FitOptions(steps, 3e-2, 16, jitter), seed)
+    options = FitOptions(steps, 3e-2, 16, jitter, every_length)
+    out, info = fit_means(model, task, tok, dm, removed, means, options, seed)
     return means, removed, out, info
 
 
@@ -73,10 +74,11 @@ def test_only_the_removed_components_constants_move(setting):
 @pytest.mark.parametrize("scheme", ["mean-pooled", "mean"])
 def test_the_pruned_model_of_fitted_constants_equals_the_hook_ablated_one(setting, scheme):
     model, _, _, dm = setting
-    _, removed, out, info = fitted(setting, scheme, steps=10, jitter=3)
+    _, removed, out, info = fitted(setting, scheme, steps=10, jitter=3, every_length=True)
     assert info["jitter"] == (3 if scheme == "mean-pooled" else 0)  # per-position constants: the prompts' length
-    pruned = prune(model, removed, out)
     t = dm.test.input_ids.shape[1]
+    assert len(info["lengths"]) > 1 if scheme == "mean-pooled" else info["lengths"] == [t]
+    pruned = prune(model, removed, out)
     lengths = (t,) if scheme == "mean" else (1, t - 3, t, t + 4)  # position-free: any length
     for n in lengths:
         ids = torch.randint(0, model.config.vocab_size, (3, n), generator=torch.Generator().manual_seed(n))
@@ -104,6 +106,20 @@ def test_the_fit_never_sees_an_evaluation_prompt(setting):
     seen = {e.prompt for k in range(30) for e in stream.examples(k)}
     assert seen and not seen & exclude
     assert stream.spaces and not any(s.template.heldout for s in stream.spaces)
+
+
+def test_the_fit_of_every_length_draws_one_length_a_step_and_each_in_proportion(setting):
+    _, tok, task, dm = setting
+    exclude = eval_prompts(dm)
+    one, every = (TaskStream(task, tok, 0, 16, exclude, every_length=e) for e in (False, True))
+    assert one.lengths == [dm.test.input_ids.shape[1]] and len(every.lengths) > 1
+    assert every.spaces[:len(one.spaces)] == one.spaces and not any(s.template.heldout for s in every.spaces)
+    n = len(every.spaces)
+    shapes = [every.batch(k)["input_ids"].shape[1] for k in range(n)]  # a batch stacks: one length each
+    assert sorted(shapes) == sorted(s.length for s in every.spaces)  # a length's steps: its templates' share
+    assert not {e.prompt for k in range(2 * n) for e in every.examples(k)} & exclude
+    assert all(torch.equal(one.batch(k)["input_ids"], TaskStream(task, tok, 0, 16, exclude).batch(k)["input_ids"])
+               for k in range(3))
 
 
 def grads_of_the_reference(model, ids, removed, means, k: int) -> tuple[float, torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import torch
 
 from models.types import BenchError
 from tasks import TASKS, get_task
-from tasks.data import Split, TaskAccuracy, TaskDataModule, load_splits, make_splits
+from tasks.data import SPLITS, Split, TaskAccuracy, TaskDataModule, load_splits, make_splits
 
 GT = "greater-than"
 
@@ -65,7 +65,19 @@ def test_a_task_is_a_distribution_with_held_out_templates(tok, name):
     assert len(train) >= (12 if name == "ioi" else 4) and len(held) >= 2 and not set(train) & set(held)
     texts = {t.name: t.text for t in task.templates}
     skeleton = lambda names: {re.sub(r"\{\w+\}", "_", texts[n]) for n in names}  # noqa: E731
-    assert not skeleton(train) & skeleton(held)
+    assert not skeleton(s.template.name for s in task.fit_spaces(tok)) & skeleton(held)
+
+
+def test_ioi_phrasings_of_other_lengths_feed_the_fit_alone(tok):
+    task = get_task("ioi")
+    search, fit = task.spaces(tok, heldout=False), task.fit_spaces(tok)
+    assert fit[:len(search)] == search and {t.name for t in task.templates if not t.heldout} == {
+        s.template.name for s in fit}
+    other = {s.length for s in fit[len(search):]}
+    assert len(other) >= 4 and search[0].length not in other
+    assert not {t.text for t in task.off_template} & {s.template.text for s in fit}  # those stay unseen
+    splits = make_splits(task, tok, 60, 60, 60, seed=4)
+    assert {len(e.input_ids) for s in SPLITS for e in splits[s].examples} == {search[0].length}
 
 
 def test_ioi_has_both_orders_and_the_answer_is_the_indirect_object(tok):

@@ -10,6 +10,7 @@ a per-position model (mean) refuses every length but its own, and the table says
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=100, help="prompts per phrasing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="write the markdown report here too")
+    p.add_argument("--out", default=None, help="write the markdown report here too, and its rows as .json")
     args = p.parse_args(argv)
     args.argv = argv
     try:
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows, args)
     if args.out:
         Path(args.out).write_text(text)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print(text)
     return 0
 

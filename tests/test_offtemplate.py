@@ -38,6 +38,10 @@ def test_position_free_runs_answer_every_length_and_per_position_runs_refuse(run
         assert (cut == "refused (other length)") == (scheme == "mean"), r
         if scheme == "mean-pooled":
             assert cut.endswith(")") and "%" in cut and float(r[6]) >= 0
+    saved = json.loads(report.with_suffix(".json").read_text())  # the same rows, for tables over runs
+    assert [(Path(s["run"]).name, s["phrasing"], s["tokens"]) for s in saved] == [
+        (r[0].strip(), r[2].strip(), int(r[3])) for r in rows]
+    assert all(("refused" in s) == (s["ablation"] == "mean") for s in saved)
 
 
 def test_bad_runs_are_one_line(tmp_path, capsys):

@@ -1,0 +1,55 @@
+"""The seeds table of this folder's README: one row per `bench extract` run, then mean ± std (sample std) over
+them, from each run's metrics.json and the rows `python -m bench.offtemplate --out offtemplate.md` saved.
+
+    python results/seeds-cpu-ioi-smollm2-135m/table.py RUN... > table.md
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def row(run: Path, off: list[dict]) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    c = json.loads((run / "circuit.json").read_text())
+    mine = [r for r in off if Path(r["run"]).name == run.name]
+    full, cut = m["full"], m["pruned"]
+    return {"seed": json.loads((run / "config.json").read_text())["args"]["seed"],
+            "cut": 100 * (1 - cut["non_embedding"] / full["non_embedding"]), "heads": len(c["heads"]),
+            "mlps": len(c["mlps"]), "full_test": 100 * full["test_accuracy"], "full_held": 100 * full["heldout_accuracy"],
+            "full_off": 100 * statistics.mean(r["full_accuracy"] for r in mine),
+            "test": 100 * cut["test_accuracy"], "held": 100 * cut["heldout_accuracy"],
+            "off": 100 * statistics.mean(r["pruned_accuracy"] for r in mine),
+            "worst": min(100 * (r["pruned_accuracy"] - r["full_accuracy"]) for r in mine),
+            "search_s": m["search"]["wall_s"], "fit_s": m["fit"]["wall_s"]}
+
+
+def line(r: dict, fmt) -> str:
+    d = {k: fmt(k) for k in r}
+    return (f"| {d['seed']} | {d['cut']}% | {d['heads']} | {d['mlps']} | {d['full_test']}% / {d['full_held']}% / "
+            f"{d['full_off']}% | {d['test']}% ({d['d_test']}) | {d['held']}% ({d['d_held']}) | {d['off']}% "
+            f"({d['d_off']}) | {d['worst']} | {d['search_s']} | {d['fit_s']} |")
+
+
+def main(runs: list[str]) -> None:
+    off = json.loads((HERE / "offtemplate.json").read_text())
+    rows = [row(Path(r), off) for r in runs]
+    for r in rows:
+        r.update(d_test=r["test"] - r["full_test"], d_held=r["held"] - r["full_held"], d_off=r["off"] - r["full_off"])
+    print("| seed | non-emb. cut | heads | MLPs | full test / held-out / off-template | circuit test (Δ) | circuit "
+          "held-out (Δ) | circuit off-template (Δ) | worst phrasing Δ | search s | fit s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(line(r, lambda k, r=r: f"{r[k]:+.1f}" if k.startswith(("d_", "worst")) else f"{r[k]:.1f}"
+                   if isinstance(r[k], float) else str(r[k])))
+    stats = {k: (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows)) for k in rows[0]
+             if k != "seed"}
+    stats["seed"] = ("mean ± std", 0)
+    print(line(stats, lambda k: stats[k][0] if k == "seed" else
+               f"{stats[k][0]:{'+' if k.startswith(('d_', 'worst')) else ''}.1f} ± {stats[k][1]:.1f}"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -31,7 +31,7 @@ from models.surgery import prune, pruned_config
 from models.types import SCHEMES, BenchError, Circuit, candidate_order
 from tasks import get_task
 from tasks.base import Task, Tokenizer
-from tasks.data import TaskDataModule
+from tasks.data import Split, TaskDataModule
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
 FIT_STEPS = 300
@@ -208,15 +208,19 @@ class Prepared:
     device: torch.device
 
 
-def prepare(args: SearchOptions) -> Prepared:
-    """Seed, load the model, build the task's splits and take the means over the patching set."""
+def prepare(args: SearchOptions, splits: dict[str, Split] | None = None) -> Prepared:
+    """Seed, load the model, build the task's splits (or take `splits`, a run's saved ones) and take the means over
+    the patching set."""
     L.seed_everything(args.seed, verbose=False)
     device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
     model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
     shape, task = arch.check_supported(model), get_task(args.task)
     t = task.spaces(tokenizer, heldout=False)[0].length + task.n_new(tokenizer) - 1
     check_fits(shape, t, args.n_val, args.batch_size, args.cache_gb, device, dtype.itemsize, args.speculate)
-    dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed, args.batch_size)
+    if splits is None:
+        dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed, args.batch_size)
+    else:
+        dm = TaskDataModule.from_splits(task, tokenizer, splits, args.batch_size)
     dm.setup()
     means = patching_means(model, task, tokenizer, dm, args.ablation, args.batch_size)
     return Prepared(model, tokenizer, task, dm, means, shape, device)

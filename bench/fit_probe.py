@@ -1,8 +1,8 @@
 """Check: which fit of the constants generalises. Each run's circuit is kept; its removed components' constants are
-refitted under each fit setting from the same patching means, and each pruned model is scored on the test split
-(training templates), on the held-out templates, on the task's off-template phrasings (other lengths, see
-`bench.offtemplate`) and on the test prompts after a sentence that no fit uses (`SHIFT`: every token a few
-positions later):
+refitted under each fit setting from the same patching means (the run's saved prompts), and each pruned model is
+scored on the test split (training templates), on the held-out templates, on the task's off-template phrasings
+(other lengths, see `bench.offtemplate`) and on the test prompts after a sentence that no fit uses (`SHIFT`: every
+token a few positions later):
 
     python -m bench.fit_probe --runs runs/extract-ioi-... --variants steps=100 steps=100,jitter=2,every_length=0 \\
         --device cuda --out results/fit-probe-smollm2-135m.md
@@ -26,7 +26,7 @@ from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
 from models.types import BenchError, Circuit, read_json
 from tasks.base import bos_prefix, encode
-from tasks.data import Split
+from tasks.data import Split, load_splits
 
 SHIFT = "She looked out of the window for a while.\n"
 assert SHIFT.strip() not in FILLERS  # the shift must be one no fit has seen
@@ -71,7 +71,7 @@ def probe_run(run: Path, variants: list[str], device: str, n: int) -> list[dict]
     """One row per fit setting for the circuit of `run` (a `bench extract` run directory)."""
     cfg = read_json(run / "config.json")["args"]
     args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
-    p = prepare(args)
+    p = prepare(args, load_splits(run / "splits"))  # the run's own prompts, whatever the registry holds now
     removed = frozenset(Circuit.load(run / "circuit.json").removed())
     full_params = count_params_of(pruned_config(p.model, (), p.means))
     rows = []

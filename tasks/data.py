@@ -128,13 +128,14 @@ class TaskDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] | None = None
 
     @classmethod
-    def from_splits(cls, task: str | Task, tokenizer: Tokenizer, splits: dict[str, Split]) -> "TaskDataModule":
+    def from_splits(cls, task: str | Task, tokenizer: Tokenizer, splits: dict[str, Split],
+                    batch_size: int | None = None) -> "TaskDataModule":
         """Rebuild the module from saved splits (see `save` / `load_splits`) instead of drawing new ones."""
         missing = [s for s in SPLITS if s not in splits]
         if missing:
             raise BenchError(f"missing split(s) {', '.join(missing)} (runs made before held-out templates have no "
                              "test-heldout); re-create the splits with `bench extract`")
-        module = cls(task, tokenizer, *(len(splits[s]) for s in SEARCH_SPLITS))
+        module = cls(task, tokenizer, *(len(splits[s]) for s in SEARCH_SPLITS), batch_size=batch_size)
         module.splits = {s: splits[s] for s in SPLITS}
         return module
 

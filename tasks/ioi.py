@@ -26,7 +26,8 @@ PHRASINGS = (
     ("found-at", "At the {place}, {b} and {a} found a {obj}. {b} gave it to", True),
     ("drove", "Earlier, {b} and {a} drove to the {place}. {b} gave a {obj} to", True),
     ("commuting", "While {b} and {a} were commuting to the {place}, {b} gave a {obj} to", True),
-    # Of other token lengths: only the fit of position-free constants uses these (the search needs one length).
+    # Of other token lengths: only a fit of position-free constants with `--fit-every-length` uses these (the
+    # search needs one length).
     ("as-left", "As {b} and {a} left the {place}, {b} gave a {obj} to", False),
     ("because", "Because {b} and {a} were at the {place}, {b} gave a {obj} to", False),
     ("reached", "Once {b} and {a} had reached the {place}, {b} passed a {obj} to", False),

@@ -1,14 +1,17 @@
 """bench.offtemplate: pruned models on phrasings in none of the templates, at their own token lengths; and
 bench.fit_probe, which refits a run's constants under other fit settings and scores them there too."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
+from bench.extract import prepare
 from bench.fit_probe import main as fit_probe
 from bench.offtemplate import main as offtemplate
 from tasks import get_task
+from tasks.data import SPLITS, load_splits
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,25 @@ def test_the_fit_probe_refits_a_runs_circuit_and_reproduces_the_run(runs, tmp_pa
     assert abs(same["heldout_kl"] - m["heldout_kl_to_full"]) < 1e-6
     assert rows[1]["test_kl"] != same["test_kl"]
     assert len([line for line in report.read_text().splitlines() if line.startswith("| ioi")]) == 3
+
+
+def test_the_fit_probe_scores_the_runs_own_saved_prompts(runs, tmp_path, monkeypatch):
+    """Not prompts drawn again from today's registry, which may have grown since the run."""
+    import bench.fit_probe as probe
+    run = tmp_path / "run"
+    shutil.copytree(runs["mean-pooled"], run)
+    test = run / "splits" / "test.jsonl"
+    test.write_text("".join(test.read_text().splitlines(keepends=True)[1:]))  # one saved prompt fewer
+    seen = []
+
+    def spy(args, splits=None):
+        seen.append(prepare(args, splits))
+        return seen[-1]
+    monkeypatch.setattr(probe, "prepare", spy)
+    assert fit_probe(["--runs", str(run), "--variants", "steps=0", "--n", "2", "--device", "cpu"]) == 0
+    saved = load_splits(run / "splits")
+    assert [seen[0].dm.split(s).examples for s in SPLITS] == [saved[s].examples for s in SPLITS]
+    assert len(saved["test"]) == 3 and seen[0].dm.batch_size is not None
 
 
 def test_a_bad_fit_probe_variant_is_one_line(runs, capsys):

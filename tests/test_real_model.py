@@ -28,7 +28,7 @@ def test_real_extraction_prunes_and_keeps_the_task(ioi_run):
     metrics = json.loads((ioi_run / "metrics.json").read_text())
     circuit = Circuit.load(ioi_run / "circuit.json")
     assert (circuit.n_layers, circuit.n_heads) == (30, 9)
-    assert metrics["full"]["test_accuracy"] >= 0.75  # SmolLM2 solves IOI (93% of 100 prompts, README)
+    assert metrics["full"]["test_accuracy"] >= 0.75  # SmolLM2 solves IOI (92-93% of 100 prompts, README)
     # The defaults (alpha 0.14, mean-pooled, constants fitted with jitter) cut 75.0% on IOI at seed 0, and 57-75%
     # over seeds 0-2 (README): the 60% goal at seed 0.
     assert metrics["pruned"]["non_embedding"] < 0.4 * metrics["full"]["non_embedding"]

@@ -18,7 +18,8 @@ def row(run: Path, off: list[dict]) -> dict:
     full, cut = m["full"], m["pruned"]
     return {"seed": json.loads((run / "config.json").read_text())["args"]["seed"],
             "cut": 100 * (1 - cut["non_embedding"] / full["non_embedding"]), "heads": len(c["heads"]),
-            "mlps": len(c["mlps"]), "full_test": 100 * full["test_accuracy"], "full_held": 100 * full["heldout_accuracy"],
+            "mlps": len(c["mlps"]), "full_test": 100 * full["test_accuracy"],
+            "full_held": 100 * full["heldout_accuracy"],
             "full_off": 100 * statistics.mean(r["full_accuracy"] for r in mine),
             "test": 100 * cut["test_accuracy"], "held": 100 * cut["heldout_accuracy"],
             "off": 100 * statistics.mean(r["pruned_accuracy"] for r in mine),

@@ -1,15 +1,12 @@
-"""The seeds table of this folder's README: one row per `bench extract` run, then mean ± std (sample std) over
-them, from each run's metrics.json and the rows `python -m bench.offtemplate --out offtemplate.md` saved.
+"""The seeds tables of results/seeds-cpu-*/README.md: one row per `bench extract` run, then mean ± std (sample
+std) over them, from each run's metrics.json and the rows `python -m bench.offtemplate --out X.md` saved in X.json.
 
-    python results/seeds-cpu-ioi-smollm2-135m/table.py RUN... > table.md
+    python results/seeds_table.py results/seeds-cpu-ioi-smollm2-135m/offtemplate.json RUN... > table.md
 """
 import json
 import statistics
 import sys
 from pathlib import Path
-
-HERE = Path(__file__).parent
-
 
 def row(run: Path, off: list[dict]) -> dict:
     m = json.loads((run / "metrics.json").read_text())
@@ -34,8 +31,8 @@ def line(r: dict, fmt) -> str:
             f"({d['d_off']}) | {d['worst']} | {d['search_s']} | {d['fit_s']} |")
 
 
-def main(runs: list[str]) -> None:
-    off = json.loads((HERE / "offtemplate.json").read_text())
+def main(offtemplate: str, runs: list[str]) -> None:
+    off = json.loads(Path(offtemplate).read_text())
     rows = [row(Path(r), off) for r in runs]
     for r in rows:
         r.update(d_test=r["test"] - r["full_test"], d_held=r["held"] - r["full_held"], d_off=r["off"] - r["full_off"])
@@ -53,4 +50,4 @@ def main(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1], sys.argv[2:])

@@ -173,13 +173,13 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
               means: Means, options: FitOptions, seed: int, logger=None) -> tuple[Means, dict]:
     """The fitted constants of `removed` (a new `Means`; `means` is not changed) and what the fit did. With
     `options.steps == 0`, nothing removed or zero ablation (which has no constants: zero stays zero), `means`."""
+    info = {"steps": 0, "lr": options.lr, "batch_size": options.batch_size, "jitter": 0, "lengths": [], "wall_s": 0.0}
+    if options.steps == 0 or not removed or means.scheme == "zero":
+        return means, info
     free = not means.positional  # per-position constants cover the search prompts' one length only
     jitter, every = (options.jitter, options.every_length) if free else (0, False)
     stream = TaskStream(task, tokenizer, seed, options.batch_size, eval_prompts(dm), every_length=every)
-    info = {"steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "jitter": jitter,
-            "lengths": stream.lengths, "wall_s": 0.0}
-    if options.steps == 0 or not removed or means.scheme == "zero":
-        return means, {**info, "steps": 0, "jitter": 0, "lengths": []}
+    info.update(steps=options.steps, jitter=jitter, lengths=stream.lengths)
     device = next(model.parameters()).device
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:

@@ -20,13 +20,14 @@ import torch
 from bench.evaluate import accuracy
 from bench.extract import ExtractArgs, evaluate_models, prepare
 from bench.fitting import FILLERS, FitOptions, fit_means
+from bench.match import read_run
 from bench.offtemplate import score_pruned
 from models.generate import hf_last_logits
 from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
-from models.types import BenchError, Circuit, read_json
+from models.types import BenchError, read_json
 from tasks.base import bos_prefix, encode
-from tasks.data import Split, load_splits
+from tasks.data import Split
 
 SHIFT = "She looked out of the window for a while.\n"
 assert SHIFT.strip() not in FILLERS  # the shift must be one no fit has seen
@@ -71,8 +72,9 @@ def probe_run(run: Path, variants: list[str], device: str, n: int) -> list[dict]
     """One row per fit setting for the circuit of `run` (a `bench extract` run directory)."""
     cfg = read_json(run / "config.json")["args"]
     args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
-    p = prepare(args, load_splits(run / "splits"))  # the run's own prompts, whatever the registry holds now
-    removed = frozenset(Circuit.load(run / "circuit.json").removed())
+    saved = read_run(run)  # the circuit and the run's own prompts, whatever the registry holds now
+    p = prepare(args, saved.splits)
+    removed = frozenset(saved.circuit.removed())
     full_params = count_params_of(pruned_config(p.model, (), p.means))
     rows = []
     for text in variants:

@@ -122,19 +122,22 @@ class ExtractArgs(SearchOptions):
     """Extract a task-specific circuit with Algorithm 1 and truly prune the model to it.
 
     Args:
-        alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha.
+        alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha (default:
+            the task's own `alpha` in its registry entry, chosen by measurement; the README gives each).
         out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION[-heads]-sSEED-HASH, where HASH
             covers every other option that changes the result).
         engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
             hooked forward per candidate); both give the same circuit.
     """
 
-    alpha: float = 0.14
+    alpha: float | None = None
     out: str | None = None
     engine: str = "fast"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.alpha is None:
+            self.alpha = get_task(self.task).alpha
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise BenchError(f"--alpha must be a finite number >= 0, got {self.alpha}")
         if self.engine not in ENGINES:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.extract import ExtractArgs
 from bench.latency import measure
 from models import arch, loading
 from models.ablation import collect_means
@@ -64,11 +63,12 @@ def bench_task(task_name: str, model, tok, args, device) -> dict:
     shape = model.config
     order = candidate_order(shape.num_hidden_layers, shape.num_attention_heads, True)
     val = dm.val.input_ids.to(device)
-    fast = run_engine(FastScorer, model, val, means, order, args.alpha, device)
-    ref = run_engine(HookScorer, model, val, means, order, args.alpha, device)
+    alpha = get_task(task_name).alpha if args.alpha is None else args.alpha
+    fast = run_engine(FastScorer, model, val, means, order, alpha, device)
+    ref = run_engine(HookScorer, model, val, means, order, alpha, device)
     other = {dt: run_engine(FastScorer, copy.deepcopy(model).to(loading.resolve_dtype(dt)), val, means, order,
-                            args.alpha, device) for dt in args.fast_dtypes}
-    wide = {w: run_engine(FastScorer, model, val, means, order, args.alpha, device, w) for w in args.speculate}
+                            alpha, device) for dt in args.fast_dtypes}
+    wide = {w: run_engine(FastScorer, model, val, means, order, alpha, device, w) for w in args.speculate}
     full_m, pruned_m = prune(model, (), means), prune(model, fast.removed, means)
     test = dm.test.input_ids
     lat = {f"{name}_b{b}": measure(m, test[:b], runs=args.runs).to_dict()
@@ -82,10 +82,11 @@ def bench_task(task_name: str, model, tok, args, device) -> dict:
 
 
 def report(rows: list[dict], args, device) -> str:
+    alpha = "each task's own" if args.alpha is None else args.alpha
     lines = [f"# Extraction engines and pruned latency — {args.model}", "",
              f"Command: `python -m bench.perf {' '.join(sys.argv[1:])}`", "",
              f"Device: {rows[0]['latency']['full_b1']['device']}; torch {torch.__version__}; fp32; "
-             f"alpha={args.alpha}, mean ablation, MLPs included; n_val={args.n_val}, n_patching={args.n_patching}, "
+             f"alpha={alpha}, mean ablation, MLPs included; n_val={args.n_val}, n_patching={args.n_patching}, "
              f"seed={args.seed}. Both engines ran in this one process on the same prompts and means.", "",
              "## Algorithm 1: reference loop (one hooked full forward per candidate) vs fast engine", "",
              "| task | reference s | fast s | speed-up | MAC ratio | ref forwards/s | fast forwards/s | "
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=loading.DEFAULT_MODEL)
     p.add_argument("--tasks", nargs="+", default=["ioi", "acronyms", "greater-than"])
-    p.add_argument("--alpha", type=float, default=ExtractArgs.alpha)
+    p.add_argument("--alpha", type=float, default=None, help="default: each task's own (`Task.alpha`)")
     p.add_argument("--n-patching", type=int, default=40)
     p.add_argument("--n-val", type=int, default=40)
     p.add_argument("--n-test", type=int, default=100)

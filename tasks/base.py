@@ -60,7 +60,8 @@ _SPACES: dict[tuple["Task", int], tuple[Tokenizer, list["Space"]]] = {}  # (task
 class Task:
     """A task: its templates, how one template's prompts are made for a tokenizer (`space`, which raises
     BenchError when the tokenizer cannot support it), and how greedy answers are judged. `n_new` says how
-    many greedy tokens `correct` needs; `correct` judges them: (N,), (N, n_new) -> bool (N,)."""
+    many greedy tokens `correct` needs; `correct` judges them: (N,), (N, n_new) -> bool (N,). `alpha` is the
+    task's default KL threshold for the search."""
 
     name: str
     description: str
@@ -69,6 +70,7 @@ class Task:
     n_new: Callable[[Tokenizer], int]
     correct: Callable[[Tokenizer, torch.Tensor, torch.Tensor], torch.Tensor]  # (tok, targets, generated) -> bool
     off_template: tuple[Template, ...] = ()  # phrasings in no template, of other lengths (bench.offtemplate)
+    alpha: float = 0.14  # `bench extract`'s default KL threshold for this task, chosen by measurement (README)
 
     def spaces(self, tok: Tokenizer, heldout: bool) -> list[Space]:
         """The spaces of the training (or held-out) templates that have the task's one token length."""

@@ -118,4 +118,5 @@ TASK = Task(
     n_new=n_new,
     correct=correct,
     off_template=OFF_TEMPLATE,
+    alpha=0.07,  # at 0.14 the circuits lose half the start years ending in 9 (README, results/gt-alpha-s1-...)
 )

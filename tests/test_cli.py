@@ -492,6 +492,16 @@ def test_default_directories_differ_by_every_option_that_changes_the_result():
                                                                                "mean-pooled-heads-s0-")
 
 
+def test_alpha_defaults_to_the_tasks_own():
+    from tasks import TASKS
+
+    for name, task in TASKS.items():
+        args = ExtractArgs(task=name)
+        assert args.alpha == task.alpha and f"-alpha{task.alpha:g}-" in args.out_dir.name
+        assert ExtractArgs(task=name, alpha=0.02).alpha == 0.02  # --alpha still wins
+    assert len({t.alpha for t in TASKS.values()}) > 1  # the tasks' defaults differ, so this test can tell
+
+
 def test_a_killed_runs_partial_directory_is_cleared(model_dirs, tmp_path):
     import subprocess
     import sys

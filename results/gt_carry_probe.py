@@ -1,7 +1,8 @@
 """Greater-than runs on N fresh prompts of the training templates (not the runs' test split: a larger sample),
-split by whether the start year ends in 9, where a correct answer must move to the next decade:
+split by whether the start year ends in 9, where a correct answer must move to the next decade. Used by
+results/gt-alpha-s1-smollm2-135m/ and results/seeds-cpu-greater-than-smollm2-135m/:
 
-    python results/gt-alpha-s1-smollm2-135m/probe.py --n 500 --runs RUN... --out results/gt-alpha-s1-smollm2-135m/probe
+    python results/gt_carry_probe.py --n 500 --runs RUN... --out results/seeds-cpu-greater-than-smollm2-135m/probe
 """
 from __future__ import annotations
 
@@ -9,39 +10,37 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
+from bench.evaluate import accuracy
 from models import loading
-from models.generate import greedy, hf_last_logits
+from models.generate import hf_last_logits
 from models.io import load_pruned
 from models.types import Circuit
 from tasks import get_task
 from tasks.base import draw_examples
+from tasks.data import Split
 
 
-def answers_ok(task, tok, fn, ids: torch.Tensor, targets: torch.Tensor, batch: int = 50) -> torch.Tensor:
-    gen = torch.cat([greedy(fn, b, task.n_new(tok)) for b in ids.split(batch)])  # (N, n_new)
-    return task.correct(tok, targets, gen)  # (N,) bool
+def carry_splits(task, tok, n: int) -> dict[str, Split]:
+    """All n prompts, and the same n split by whether the start year (the example's target) ends in 9."""
+    ex = draw_examples(task.spaces(tok, heldout=False), n, 7, task.name, stream="probe")  # apart from the splits
+    return {"all": Split("all", ex), "nine": Split("nine", [e for e in ex if e.target % 10 == 9]),
+            "other": Split("other", [e for e in ex if e.target % 10 != 9])}
 
 
 def rows_for(runs: list[Path], n: int, device) -> list[dict]:
     first = Circuit.load(runs[0] / "circuit.json")
     model, tok = loading.load_model(first.model, device=device)
     task = get_task(first.task)
-    ex = draw_examples(task.spaces(tok, heldout=False), n, 7, task.name, stream="probe")  # apart from the splits
-    ids, targets = torch.tensor([e.input_ids for e in ex], device=device), torch.tensor([e.target for e in ex])
-    nines = targets % 10 == 9  # (N,) the start year ends in 9
+    splits = carry_splits(task, tok, n)
     fns = {"full": hf_last_logits(model)}
     for run in runs:
         pruned, _ = load_pruned(run / "pruned", device=device)
         fns[str(run)] = lambda x, m=pruned: m(x, last_only=True)
     rows = []
-    with torch.inference_mode():
-        for name, fn in fns.items():
-            ok = answers_ok(task, tok, fn, ids, targets).cpu()
-            rows.append({"model": name, "n": n, "accuracy": ok.float().mean().item(), "n_nine": int(nines.sum()),
-                         "accuracy_nine": ok[nines].float().mean().item(),
-                         "accuracy_other": ok[~nines].float().mean().item()})
+    for name, fn in fns.items():
+        acc = {k: accuracy(task, tok, fn, s, batch_size=50) for k, s in splits.items()}
+        rows.append({"model": name, "n": n, "accuracy": acc["all"], "n_nine": len(splits["nine"]),
+                     "accuracy_nine": acc["nine"], "accuracy_other": acc["other"]})
     return rows
 
 

@@ -61,7 +61,9 @@ class Task:
     """A task: its templates, how one template's prompts are made for a tokenizer (`space`, which raises
     BenchError when the tokenizer cannot support it), and how greedy answers are judged. `n_new` says how
     many greedy tokens `correct` needs; `correct` judges them: (N,), (N, n_new) -> bool (N,). `alpha` is the
-    task's default KL threshold for the search."""
+    task's default KL threshold for the search. `stratum`, if set, names a kind of prompt (e.g. greater-than's
+    decade carry) that the patching, validation and test splits each hold in its share of the draw, so that a
+    seed's 40 validation prompts cannot leave it out of the search's KL."""
 
     name: str
     description: str
@@ -71,6 +73,7 @@ class Task:
     correct: Callable[[Tokenizer, torch.Tensor, torch.Tensor], torch.Tensor]  # (tok, targets, generated) -> bool
     off_template: tuple[Template, ...] = ()  # phrasings in no template, of other lengths (bench.offtemplate)
     alpha: float = 0.14  # `bench extract`'s default KL threshold for this task, chosen by measurement (README)
+    stratum: Callable[[Example], object] | None = None  # a rare kind of prompt every split holds its share of
 
     def spaces(self, tok: Tokenizer, heldout: bool) -> list[Space]:
         """The spaces of the training (or held-out) templates that have the task's one token length."""

@@ -87,18 +87,32 @@ def _int(x) -> int:
 def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test: int,
                 seed: int) -> dict[str, Split]:
     """One seeded draw of n_patching + n_val + n_test distinct examples of the training templates, sliced into
-    disjoint splits, and n_test examples of the held-out templates (test-heldout)."""
+    disjoint splits (each holding its share of every `task.stratum`, if the task has one), and n_test examples of
+    the held-out templates (test-heldout)."""
     sizes = dict(zip(SEARCH_SPLITS, (n_patching, n_val, n_test)))
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise BenchError(f"--n-{name} must be a whole number >= 1, got {n!r}")
     examples = task.examples(tok, sum(sizes.values()), seed)
+    if task.stratum is not None:
+        examples = interleave(examples, task.stratum)
     splits, start = {}, 0
     for name, n in sizes.items():
         splits[name] = Split(name, tuple(examples[start:start + n]))
         start += n
     splits["test-heldout"] = Split("test-heldout", tuple(task.examples(tok, n_test, seed, heldout=True)))
     return splits
+
+
+def interleave(examples: list[Example], stratum) -> list[Example]:
+    """The examples reordered so that every contiguous slice holds each stratum in its share of the whole, to
+    within one example: the i-th of a stratum's n examples goes to the place (i + 1/2) / n of the list. Each
+    stratum keeps its own order, so the templates still take turns within it."""
+    groups: dict[object, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(stratum(e), []).append(e)
+    placed = [((i + 0.5) / len(g), g_index, e) for g_index, g in enumerate(groups.values()) for i, e in enumerate(g)]
+    return [e for *_, e in sorted(placed, key=lambda t: t[:2])]
 
 
 class _Rows(Dataset):

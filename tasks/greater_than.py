@@ -119,4 +119,5 @@ TASK = Task(
     correct=correct,
     off_template=OFF_TEMPLATE,
     alpha=0.07,  # at 0.14 the circuits lose half the start years ending in 9 (README, results/gt-alpha-s1-...)
+    stratum=lambda e: e.target % 10 == 9,  # the decade carry: about 1 prompt in 10, so every split holds its share
 )

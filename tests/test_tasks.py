@@ -6,7 +6,8 @@ import torch
 
 from models.types import BenchError
 from tasks import TASKS, get_task
-from tasks.data import SPLITS, Split, TaskAccuracy, TaskDataModule, load_splits, make_splits
+from tasks.base import Example
+from tasks.data import SPLITS, Split, TaskAccuracy, TaskDataModule, interleave, load_splits, make_splits
 
 GT = "greater-than"
 
@@ -144,6 +145,24 @@ def test_splits_are_disjoint_deterministic_and_seeded(tok):
         assert sum(map(len, prompts)) == len(set.union(*prompts)) == 70
         assert make_splits(get_task(name), tok, 30, 20, 10, seed=0) == a
         assert make_splits(get_task(name), tok, 30, 20, 10, seed=1)["patching"] != a["patching"]
+
+
+def test_interleave_gives_every_slice_its_share_of_each_stratum():
+    examples = sorted((Example(str(i), "", (i,), i) for i in range(100)), key=lambda e: e.target % 10 == 9)
+    assert [e.target % 10 for e in examples[-10:]] == [9] * 10  # the rare stratum: all at the end
+    rare = interleave(examples, lambda e: e.target % 10 == 9)
+    assert sorted(rare, key=lambda e: e.target) == sorted(examples, key=lambda e: e.target)
+    for start, size in ((0, 40), (40, 40), (80, 20), (0, 25)):
+        assert abs(sum(e.target % 10 == 9 for e in rare[start:start + size]) - size / 10) <= 1
+    assert [e.target for e in rare if e.target % 10 == 9] == list(range(9, 100, 10))  # each keeps its order
+
+
+def test_greater_than_splits_each_hold_their_share_of_the_decade_carry(tok):
+    for seed in range(4):
+        splits = make_splits(get_task("greater-than"), tok, 40, 40, 100, seed=seed)
+        carry = {s: sum(e.target % 10 == 9 for e in splits[s].examples) for s in ("patching", "val", "test")}
+        total = sum(carry.values())
+        assert all(abs(carry[s] - total * len(splits[s]) / 180) <= 1 for s in carry), carry
 
 
 def test_unknown_task_and_bad_sizes_raise(tok):

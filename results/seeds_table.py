@@ -48,12 +48,13 @@ def main(offtemplate: str, runs: list[str]) -> None:
     for r in rows:
         print(line(r, lambda k, r=r: "—" if r[k] is None else f"{r[k]:+.1f}" if k.startswith(("d_", "worst"))
                    else f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k])))
-    if len(rows) < 2 or any(v is None for r in rows for v in r.values()):
+    if len(rows) < 2:
         return  # no spread to give
-    stats = {k: (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows)) for k in rows[0]
-             if k != "seed"}
+    stats = {k: None if any(r[k] is None for r in rows) else
+             (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows))
+             for k in rows[0] if k != "seed"}
     stats["seed"] = ("mean ± std", 0)
-    print(line(stats, lambda k: stats[k][0] if k == "seed" else
+    print(line(stats, lambda k: "—" if stats[k] is None else stats[k][0] if k == "seed" else
                f"{stats[k][0]:{'+' if k.startswith(('d_', 'worst')) else ''}.1f} ± {stats[k][1]:.1f}"))
 
 

@@ -1,0 +1,26 @@
+"""Exploration (not the default): greater-than seed S at the defaults, but K of the 40 validation prompts are carry
+years (start year ends in 9) instead of their share (~4); patching and test as the default draws them.
+    python results/gt-carry-val-s2-smollm2-135m/carryval.py S K OUT"""
+import sys
+
+import bench.extract as ex
+from tasks.data import Split, TaskDataModule
+
+S, K, OUT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+
+class CarryVal(TaskDataModule):
+    def setup(self, stage=None):
+        if self.splits is not None:
+            return
+        super().setup(stage)
+        used = {e.prompt for name in ("patching", "val", "test") for e in self.splits[name].examples}
+        pool = [e for e in self.task.examples(self.tokenizer, 1500, self.seed + 1000) if e.prompt not in used]
+        carry = [e for e in pool if e.target % 10 == 9][:K]
+        other = [e for e in pool if e.target % 10 != 9][:len(self.splits["val"]) - K]
+        self.splits["val"] = Split("val", tuple(carry + other))
+        print(f"val: {sum(e.target % 10 == 9 for e in self.splits['val'].examples)} carry of {len(self.splits['val'])}")
+
+
+ex.TaskDataModule = CarryVal
+print(ex.extract(ex.ExtractArgs(task="greater-than", seed=S, device="cpu", out=OUT)))

@@ -21,10 +21,10 @@ from tasks.data import Split
 
 
 def carry_splits(task, tok, n: int) -> dict[str, Split]:
-    """All n prompts, and the same n split by whether the start year (the example's target) ends in 9."""
+    """All n prompts, and the same n split by the task's stratum (greater-than's: the start year ends in 9)."""
     ex = draw_examples(task.spaces(tok, heldout=False), n, 7, task.name, stream="probe")  # apart from the splits
-    return {"all": Split("all", ex), "nine": Split("nine", [e for e in ex if e.target % 10 == 9]),
-            "other": Split("other", [e for e in ex if e.target % 10 != 9])}
+    return {"all": Split("all", ex), "nine": Split("nine", [e for e in ex if task.stratum(e)]),
+            "other": Split("other", [e for e in ex if not task.stratum(e)])}
 
 
 def rows_for(runs: list[Path], n: int, device) -> list[dict]:

@@ -16,10 +16,10 @@ class CarryVal(TaskDataModule):
         super().setup(stage)
         used = {e.prompt for name in ("patching", "val", "test") for e in self.splits[name].examples}
         pool = [e for e in self.task.examples(self.tokenizer, 1500, self.seed + 1000) if e.prompt not in used]
-        carry = [e for e in pool if e.target % 10 == 9][:K]
-        other = [e for e in pool if e.target % 10 != 9][:len(self.splits["val"]) - K]
+        carry = [e for e in pool if self.task.stratum(e)][:K]  # greater-than's stratum: the start year ends in 9
+        other = [e for e in pool if not self.task.stratum(e)][:len(self.splits["val"]) - K]
         self.splits["val"] = Split("val", tuple(carry + other))
-        print(f"val: {sum(e.target % 10 == 9 for e in self.splits['val'].examples)} carry of {len(self.splits['val'])}")
+        print(f"val: {len(carry)} carry of {len(self.splits['val'])}")
 
 
 ex.TaskDataModule = CarryVal

@@ -35,7 +35,7 @@ def rows_for(runs: list[Path], n: int, device) -> list[dict]:
     fns = {"full": hf_last_logits(model)}
     for run in runs:
         pruned, _ = load_pruned(run / "pruned", device=device)
-        fns[str(run)] = lambda x, m=pruned: m(x, last_only=True)
+        fns[str(run)] = lambda x, m=pruned: m(x.to(device), last_only=True)
     rows = []
     for name, fn in fns.items():
         acc = {k: accuracy(task, tok, fn, s, batch_size=50) for k, s in splits.items()}

@@ -1,12 +1,13 @@
 """Exploration (not the default): greater-than seed S at the defaults, but K of the 40 validation prompts are carry
 years (start year ends in 9) instead of their share (~4); patching and test as the default draws them.
-    python results/gt-carry-val-s2-smollm2-135m/carryval.py S K OUT"""
+    python results/gt-carry-val-s2-smollm2-135m/carryval.py S K OUT [DEVICE]"""
 import sys
 
 import bench.extract as ex
 from tasks.data import Split, TaskDataModule
 
 S, K, OUT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+DEVICE = sys.argv[4] if len(sys.argv) > 4 else "cpu"
 
 
 class CarryVal(TaskDataModule):
@@ -23,4 +24,4 @@ class CarryVal(TaskDataModule):
 
 
 ex.TaskDataModule = CarryVal
-print(ex.extract(ex.ExtractArgs(task="greater-than", seed=S, device="cpu", out=OUT)))
+print(ex.extract(ex.ExtractArgs(task="greater-than", seed=S, device=DEVICE, out=OUT)))

@@ -63,7 +63,8 @@ class Task:
     many greedy tokens `correct` needs; `correct` judges them: (N,), (N, n_new) -> bool (N,). `alpha` is the
     task's default KL threshold for the search. `stratum`, if set, names a kind of prompt (e.g. greater-than's
     decade carry) that the patching, validation and test splits each hold in its share of the draw, so that a
-    seed's 40 validation prompts cannot leave it out of the search's KL."""
+    seed's 40 validation prompts cannot leave it out of the search's KL. `val_share`, if set, gives the prompts
+    whose stratum is true that share of the validation split instead, weighing them up in the search's KL."""
 
     name: str
     description: str
@@ -74,6 +75,7 @@ class Task:
     off_template: tuple[Template, ...] = ()  # phrasings in no template, of other lengths (bench.offtemplate)
     alpha: float = 0.14  # `bench extract`'s default KL threshold for this task, chosen by measurement (README)
     stratum: Callable[[Example], object] | None = None  # a rare kind of prompt every split holds its share of
+    val_share: float | None = None  # the share of the validation split the stratum's true kind takes (needs stratum)
 
     def spaces(self, tok: Tokenizer, heldout: bool) -> list[Space]:
         """The spaces of the training (or held-out) templates that have the task's one token length."""

@@ -15,7 +15,7 @@ from torchmetrics import Metric
 
 from models.types import BenchError
 from tasks import get_task
-from tasks.base import Example, Task, Tokenizer
+from tasks.base import Example, Task, Tokenizer, draw_examples
 
 SPLITS = ("patching", "val", "test", "test-heldout")
 SEARCH_SPLITS = ("patching", "val", "test")  # drawn together from the training templates
@@ -100,8 +100,29 @@ def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test:
     for name, n in sizes.items():
         splits[name] = Split(name, tuple(examples[start:start + n]))
         start += n
+    if task.val_share is not None:
+        splits["val"] = weigh_up(task, tok, splits, seed)
     splits["test-heldout"] = Split("test-heldout", tuple(task.examples(tok, n_test, seed, heldout=True)))
     return splits
+
+
+def weigh_up(task: Task, tok: Tokenizer, splits: dict[str, Split], seed: int) -> Split:
+    """The validation split with `task.val_share` of it given to prompts whose stratum is true: its last other
+    prompts give way to such prompts from a draw of their own, apart from every split."""
+    val = splits["val"].examples
+    rare = [e for e in val if task.stratum(e)]
+    want = min(len(val), round(task.val_share * len(val)))
+    if want <= len(rare):
+        return splits["val"]
+    used = {e.prompt for s in splits.values() for e in s.examples}
+    n_draw = 20 * (want - len(rare)) + 100
+    drawn = draw_examples(task.spaces(tok, heldout=False), n_draw, seed, task.name, stream="val-weighed-up")
+    extra = [e for e in drawn if task.stratum(e) and e.prompt not in used][:want - len(rare)]
+    if len(rare) + len(extra) < want:
+        raise BenchError(f"task {task.name}: {n_draw} more prompts held only {len(extra)} of the "
+                         f"{want - len(rare)} more its val_share of {task.val_share} needs; lower the task's val_share")
+    others = [e for e in val if not task.stratum(e)][:len(val) - want]
+    return Split("val", tuple(interleave(rare + extra + others, task.stratum)))
 
 
 def interleave(examples: list[Example], stratum) -> list[Example]:

@@ -1,5 +1,6 @@
 """Tasks, splits, the data module and the accuracy metric, on the real SmolLM2 tokenizer (no model)."""
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -159,10 +160,29 @@ def test_interleave_gives_every_slice_its_share_of_each_stratum():
 
 def test_greater_than_splits_each_hold_their_share_of_the_decade_carry(tok):
     for seed in range(4):
-        splits = make_splits(get_task("greater-than"), tok, 40, 40, 100, seed=seed)
+        splits = make_splits(replace(get_task(GT), val_share=None), tok, 40, 40, 100, seed=seed)
         carry = {s: sum(e.target % 10 == 9 for e in splits[s].examples) for s in ("patching", "val", "test")}
         total = sum(carry.values())
         assert all(abs(carry[s] - total * len(splits[s]) / 180) <= 1 for s in carry), carry
+
+
+def test_val_share_weighs_the_carry_up_in_val_alone(tok):
+    task = get_task(GT)
+    for seed in range(3):
+        plain = make_splits(replace(task, val_share=None), tok, 40, 40, 100, seed=seed)
+        splits = make_splits(task, tok, 40, 40, 100, seed=seed)
+        assert sum(e.target % 10 == 9 for e in splits["val"].examples) == round(task.val_share * 40) == 7
+        assert len(splits["val"]) == 40 and splits["val"] != plain["val"]
+        assert all(splits[s] == plain[s] for s in ("patching", "test", "test-heldout"))
+        prompts = [{e.prompt for e in splits[s].examples} for s in splits]
+        assert sum(map(len, prompts)) == len(set.union(*prompts)) == 280
+        assert make_splits(task, tok, 40, 40, 100, seed=seed) == splits
+
+
+def test_a_val_share_the_draw_cannot_fill_says_what_to_lower(tok):
+    task = replace(get_task(GT), stratum=lambda e: e.target == 99, val_share=0.5)
+    with pytest.raises(BenchError, match="lower the task's val_share"):
+        make_splits(task, tok, 40, 40, 100, seed=0)
 
 
 def test_unknown_task_and_bad_sizes_raise(tok):

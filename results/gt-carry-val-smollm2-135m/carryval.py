@@ -1,5 +1,6 @@
 """Exploration (not the default): greater-than seed S at the defaults, but K of the 40 validation prompts are carry
-years (start year ends in 9) instead of their share (~4); patching and test as the default draws them.
+years (start year ends in 9) instead of the default's (`val_share`: 7; their share of the draw is ~4); patching
+and test as the default draws them.
     python results/gt-carry-val-smollm2-135m/carryval.py S K OUT [DEVICE]"""
 import sys
 

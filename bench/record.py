@@ -1,0 +1,116 @@
+"""Run records: a `bench extract` run without its weights, small enough to keep in git, and the run rebuilt from one.
+
+An extraction's pruned model is a function of the base model, the circuit and the constants that replace what was
+removed. `save` keeps every file of the run but the pruned weights (circuit.json, constants.safetensors, metrics,
+config, splits, search steps, TensorBoard) and writes record.json with the weights' SHA-256. `restore` copies the
+record back, prunes the base model again on the run's own device and dtype, and checks the rebuilt weights against
+that hash, bit for bit: a restored run is the run, for `bench compare`, `bench evaluate` and `bench distill --match`.
+A distilled student is trained weights, a function of nothing small, so distill runs have no record.
+
+Usage: python -m bench.record save RUN RECORD
+       python -m bench.record restore RECORD RUN
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from bench.rundir import check_out, publishing, write_json
+from models import loading
+from models.io import CONSTANTS, WEIGHTS, load_means, save_pruned
+from models.surgery import prune
+from models.types import BenchError, Circuit, read_json
+
+FORMAT = "circuit-bench/record-v1"
+RECORD = "record.json"
+PRUNED = Path("pruned") / WEIGHTS  # the one file a record leaves out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _finished_extract(run: Path) -> dict:
+    """The run's config; one BenchError line if it is not a finished `bench extract` run with its weights."""
+    config = read_json(run / "config.json")
+    if config.get("command") != "extract":
+        raise BenchError(f"{run} is not a `bench extract` run; only extractions have records (a distilled "
+                         "student's weights are not a function of anything smaller)")
+    for need in ("metrics.json", "circuit.json", CONSTANTS, str(PRUNED)):
+        if not (run / need).is_file():
+            raise BenchError(f"{run} has no {need}: the run is unfinished or incomplete; finish it first")
+    return config
+
+
+def save(run: Path, record: Path) -> Path:
+    """Copy `run` to `record`, all but the pruned weights, and write their hash to record.json."""
+    _finished_extract(run)
+    check_out(record, overwrite=False)  # a record is never replaced silently
+    with publishing(record, overwrite=False) as part:
+        shutil.copytree(run, part, dirs_exist_ok=True, ignore=lambda d, names: [
+            n for n in names if Path(d) == run / PRUNED.parent and n == PRUNED.name])
+        write_json(part / RECORD, {"format": FORMAT, "weights": str(PRUNED), "sha256": sha256(run / PRUNED)})
+    return record
+
+
+@torch.no_grad()
+def rebuild(run: Path, config: dict) -> None:
+    """Write run/pruned/ again: the base model pruned by the run's circuit, with its constants."""
+    a = config["args"]
+    device, dtype = loading.resolve_device(a["device"]), loading.resolve_dtype(a["dtype"])
+    model, _ = loading.load_model(a["model"], device=device, dtype=dtype)
+    circuit = Circuit.load(run / "circuit.json")
+    means = load_means(run / CONSTANTS)
+    means = type(means)(means.z.to(device, dtype), means.mlp.to(device, dtype), means.scheme, means.min_len)
+    pruned = prune(model, circuit.removed(), means, meta={"task": a["task"], "model": a["model"]})
+    save_pruned(pruned, run / PRUNED.parent, circuit=circuit.to_dict())
+
+
+def restore(record: Path, run: Path) -> Path:
+    """Rebuild the run `record` was saved from, at `run`; one BenchError line if its weights come out different."""
+    meta = read_json(record / RECORD)
+    if meta.get("format") != FORMAT:
+        raise BenchError(f"{record / RECORD} is not a circuit-bench run record")
+    config = read_json(record / "config.json")
+    check_out(run, overwrite=False)
+    with publishing(run, overwrite=False) as part:
+        shutil.copytree(record, part, dirs_exist_ok=True, ignore=lambda d, names: [RECORD] if Path(d) == record
+                        else [])
+        rebuild(part, config)
+        if sha256(part / PRUNED) != meta["sha256"]:
+            raise BenchError(f"the weights rebuilt from {record} differ from the run's: another base model or "
+                             "another torch than the run's; re-run the extraction instead")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.record", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    for verb, what, src, dst in (("save", "keep a finished extraction run, without its weights", "RUN", "RECORD"),
+                                 ("restore", "rebuild a run from its record", "RECORD", "RUN")):
+        q = sub.add_parser(verb, help=what)
+        q.add_argument("src", metavar=src)
+        q.add_argument("dst", metavar=dst)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    src, dst = Path(args.src), Path(args.dst)
+    try:
+        if not src.is_dir():
+            raise BenchError(f"{src} is not a directory")
+        done = (save if args.verb == "save" else restore)(src, dst)
+    except BenchError as e:
+        p.exit(2, f"error: {e}\n")
+    print(f"{args.verb}d {src} -> {done}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,9 +2,12 @@
 
 An extraction's pruned model is a function of the base model, the circuit and the constants that replace what was
 removed. `save` keeps every file of the run but the pruned weights (circuit.json, constants.safetensors, metrics,
-config, splits, search steps, TensorBoard) and writes record.json with the weights' SHA-256. `restore` copies the
-record back, prunes the base model again on the run's own device and dtype, and checks the rebuilt weights against
-that hash, bit for bit: a restored run is the run, for `bench compare`, `bench evaluate` and `bench distill --match`.
+config, splits, search steps, TensorBoard); of the weights it keeps the few that surgery computes rather than copies
+(each layer's attn_bias and mlp_const, in folded.safetensors, as another CPU's matmul could round them otherwise),
+and the SHA-256 of the whole file, in record.json. `restore` copies the record back, prunes the base model again on
+the run's own device and dtype, checks that the folded constants it computes agree with the kept ones (to float
+rounding), puts the kept ones in, and checks the weights against the hash, bit for bit: a restored run is the run,
+for `bench compare`, `bench evaluate` and `bench distill --match`.
 A distilled student is trained weights, a function of nothing small, so distill runs have no record.
 
 Usage: python -m bench.record save RUN RECORD
@@ -22,13 +25,17 @@ import torch
 
 from bench.rundir import check_out, publishing, write_json
 from models import loading
+from safetensors.torch import load_file, save_file
+
 from models.io import CONSTANTS, WEIGHTS, load_means, save_pruned
+from models.pruned import CONSTANTS as FOLDED_NAMES
 from models.surgery import prune
 from models.types import BenchError, Circuit, read_json
 
 FORMAT = "circuit-bench/record-v1"
 RECORD = "record.json"
 PRUNED = Path("pruned") / WEIGHTS  # the one file a record leaves out
+FOLDED = "folded.safetensors"  # of its tensors, the ones surgery computes
 
 
 def sha256(path: Path) -> str:
@@ -58,13 +65,16 @@ def save(run: Path, record: Path) -> Path:
     with publishing(record, overwrite=False) as part:
         shutil.copytree(run, part, dirs_exist_ok=True, ignore=lambda d, names: [
             n for n in names if Path(d) == run / PRUNED.parent and n == PRUNED.name])
+        weights = load_file(run / PRUNED)
+        save_file({k: v for k, v in weights.items() if k.endswith(FOLDED_NAMES)}, part / FOLDED)
         write_json(part / RECORD, {"format": FORMAT, "weights": str(PRUNED), "sha256": sha256(run / PRUNED)})
     return record
 
 
 @torch.no_grad()
-def rebuild(run: Path, config: dict) -> None:
-    """Write run/pruned/ again: the base model pruned by the run's circuit, with its constants."""
+def rebuild(run: Path, config: dict, folded: dict[str, torch.Tensor]) -> None:
+    """Write run/pruned/ again: the base model pruned by the run's circuit, with its constants, and with `folded`
+    as its folded constants once they agree with the ones computed here."""
     a = config["args"]
     device, dtype = loading.resolve_device(a["device"]), loading.resolve_dtype(a["dtype"])
     model, _ = loading.load_model(a["model"], device=device, dtype=dtype)
@@ -72,6 +82,13 @@ def rebuild(run: Path, config: dict) -> None:
     means = load_means(run / CONSTANTS)
     means = type(means)(means.z.to(device, dtype), means.mlp.to(device, dtype), means.scheme, means.min_len)
     pruned = prune(model, circuit.removed(), means, meta={"task": a["task"], "model": a["model"]})
+    mine = {k: v for k, v in pruned.named_buffers() if k.endswith(FOLDED_NAMES)}
+    if mine.keys() != folded.keys() or not all(torch.allclose(v.cpu(), folded[k], rtol=1e-4, atol=1e-5)
+                                               for k, v in mine.items()):
+        raise BenchError(f"the weights rebuilt from {run.name}'s record differ from the run's: its circuit or "
+                         "constants changed, or another base model; re-run the extraction instead")
+    for k, v in mine.items():
+        v.copy_(folded[k])
     save_pruned(pruned, run / PRUNED.parent, circuit=circuit.to_dict())
 
 
@@ -83,12 +100,12 @@ def restore(record: Path, run: Path) -> Path:
     config = read_json(record / "config.json")
     check_out(run, overwrite=False)
     with publishing(run, overwrite=False) as part:
-        shutil.copytree(record, part, dirs_exist_ok=True, ignore=lambda d, names: [RECORD] if Path(d) == record
-                        else [])
-        rebuild(part, config)
+        shutil.copytree(record, part, dirs_exist_ok=True, ignore=lambda d, names: [RECORD, FOLDED]
+                        if Path(d) == record else [])
+        rebuild(part, config, load_file(record / FOLDED))
         if sha256(part / PRUNED) != meta["sha256"]:
             raise BenchError(f"the weights rebuilt from {record} differ from the run's: another base model or "
-                             "another torch than the run's; re-run the extraction instead")
+                             "another torch; re-run the extraction instead")
     return run
 
 

@@ -321,12 +321,13 @@ def run_to_last(blocks, x: torch.Tensor, rope, t: int) -> torch.Tensor:
 
 
 EMBEDDINGS = ("wte.weight", "wpe.weight", "lm_head.weight")
+CONSTANTS = ("attn_bias", "mlp_const")  # the buffers that hold what removed components added
 
 
 def count_params(model: PrunedModel) -> dict[str, int]:
     """Non-embedding weights, the folded constants, and their sum (what the paper's cut compares)."""
     weights = sum(p.numel() for n, p in model.named_parameters() if n not in EMBEDDINGS)
-    consts = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("attn_bias", "mlp_const")))
+    consts = sum(b.numel() for n, b in model.named_buffers() if n.endswith(CONSTANTS))
     return {"weights": weights, "constants": consts, "non_embedding": weights + consts}
 
 

@@ -7,7 +7,8 @@ from safetensors.torch import load_file, save_file
 
 from bench.cli import main
 from bench.evaluate_run import EvaluateArgs, evaluate
-from bench.record import PRUNED, RECORD, main as record, sha256
+import bench.record
+from bench.record import FOLDED, PRUNED, RECORD, main as record, sha256
 from models.io import CONSTANTS
 
 
@@ -25,7 +26,7 @@ def test_a_restored_run_has_the_runs_own_weights_and_scores(run, tmp_path):
     assert not (rec / PRUNED).exists() and (rec / CONSTANTS).is_file() and (rec / "pruned" / "manifest.json").is_file()
     assert record(["restore", str(rec), str(back)]) == 0
     assert sha256(back / PRUNED) == sha256(run / PRUNED)
-    assert not (back / RECORD).exists()
+    assert not (back / RECORD).exists() and not (back / FOLDED).exists()
     assert sorted(p.relative_to(back) for p in back.rglob("*")) == sorted(p.relative_to(run) for p in run.rglob("*"))
     assert evaluate(EvaluateArgs(str(back), device="cpu")) == evaluate(EvaluateArgs(str(run), device="cpu"))
 
@@ -54,3 +55,22 @@ def test_records_never_replace_and_need_a_finished_extraction(run, tmp_path, cap
             record(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_restore_on_a_cpu_that_rounds_the_folded_constants_otherwise_gets_the_runs_weights(run, tmp_path,
+                                                                                               monkeypatch):
+    """Surgery folds the removed heads' constants with a matmul, whose last bits depend on the CPU's kernels."""
+    rec, back = tmp_path / "rec", tmp_path / "back"
+    assert record(["save", str(run), str(rec)]) == 0
+    prune = bench.record.prune
+
+    def another_cpu(*args, **kw):
+        model = prune(*args, **kw)
+        for name, b in model.named_buffers():
+            if name.endswith("attn_bias"):
+                b.mul_(1 + 1e-6)
+        return model
+
+    monkeypatch.setattr(bench.record, "prune", another_cpu)
+    assert record(["restore", str(rec), str(back)]) == 0
+    assert sha256(back / PRUNED) == sha256(run / PRUNED)

@@ -26,10 +26,20 @@ class Latency:
         return asdict(self)
 
 
+def cpu_name() -> str:
+    """The CPU's model name where the OS says it (Linux: /proc/cpuinfo), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 def _time_once(fn: Callable[[], object], device: torch.device) -> float:

@@ -2,7 +2,7 @@
 # Builds every run behind results/compare-smollm2-135m/ on CPU and writes the report. Runs that already
 # exist are kept, so an interrupted build continues. Each finished extraction is also kept, without its weights,
 # in results/runs-smollm2-cpu/ (commit it): a build on a fresh checkout rebuilds those runs from their records
-# (python -m bench.record restore, checked against the weights' hash) instead of extracting again, so the ~9 h of
+# (python -m bench.record restore, checked against the weights' hash) instead of extracting again, so the 9-14 h of
 # extractions can span machines. Distilled students have no records; they train in the build that reports.
 # Usage: bash results/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
 #   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) prompts, which took 425 s

@@ -22,11 +22,10 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from bench.rundir import check_out, publishing, write_json
 from models import loading
-from safetensors.torch import load_file, save_file
-
 from models.io import CONSTANTS, WEIGHTS, load_means, save_pruned
 from models.pruned import CONSTANTS as FOLDED_NAMES
 from models.surgery import prune
@@ -59,7 +58,7 @@ def _finished_extract(run: Path) -> dict:
 
 
 def save(run: Path, record: Path) -> Path:
-    """Copy `run` to `record`, all but the pruned weights, and write their hash to record.json."""
+    """Copy `run` to `record`, all but the pruned weights; of those, keep the folded constants and the hash."""
     _finished_extract(run)
     check_out(record, overwrite=False)  # a record is never replaced silently
     with publishing(record, overwrite=False) as part:

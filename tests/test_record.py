@@ -5,9 +5,9 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import bench.record
 from bench.cli import main
 from bench.evaluate_run import EvaluateArgs, evaluate
-import bench.record
 from bench.record import FOLDED, PRUNED, RECORD, main as record, sha256
 from models.io import CONSTANTS
 

@@ -32,12 +32,12 @@ have() { [ -f "$1/metrics.json" ]; }
 for rec in "$records"/*/; do  # runs of earlier builds, rebuilt from their records and checked bit for bit
   rec=${rec%/}; [ -d "$rec" ] || continue
   run="$runs/$(basename "$rec")"
-  have "$run" || { rm -rf "$run"; python -m bench.record restore "$rec" "$run"; }
+  have "$run" || { rm -rf "$run"; python3 -m bench.record restore "$rec" "$run"; }
 done
 extract() {  # extract RUN ARGS...: the run, then its record
   local run=$1; shift
   have "$run" || bench extract "$@" --out "$run" --overwrite
-  [ -d "$records/$(basename "$run")" ] || python -m bench.record save "$run" "$records/$(basename "$run")"
+  [ -d "$records/$(basename "$run")" ] || python3 -m bench.record save "$run" "$records/$(basename "$run")"
 }
 for seed in $seeds; do  # the extractions first: they are most of the time, and their records outlive the machine
   for task in ioi greater-than acronyms; do

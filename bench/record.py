@@ -19,9 +19,11 @@ import argparse
 import hashlib
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bench.rundir import check_out, publishing, write_json
@@ -64,8 +66,8 @@ def save(run: Path, record: Path) -> Path:
     with publishing(record, overwrite=False) as part:
         shutil.copytree(run, part, dirs_exist_ok=True, ignore=lambda d, names: [
             n for n in names if Path(d) == run / PRUNED.parent and n == PRUNED.name])
-        weights = load_file(run / PRUNED)
-        save_file({k: v for k, v in weights.items() if k.endswith(FOLDED_NAMES)}, part / FOLDED)
+        with safe_open(str(run / PRUNED), "pt") as f:  # the folded tensors alone, not the whole file
+            save_file({k: f.get_tensor(k) for k in f.keys() if k.endswith(FOLDED_NAMES)}, part / FOLDED)
         write_json(part / RECORD, {"format": FORMAT, "weights": str(PRUNED), "sha256": sha256(run / PRUNED)})
     return record
 
@@ -79,7 +81,7 @@ def rebuild(run: Path, config: dict, folded: dict[str, torch.Tensor]) -> None:
     model, _ = loading.load_model(a["model"], device=device, dtype=dtype)
     circuit = Circuit.load(run / "circuit.json")
     means = load_means(run / CONSTANTS)
-    means = type(means)(means.z.to(device, dtype), means.mlp.to(device, dtype), means.scheme, means.min_len)
+    means = replace(means, z=means.z.to(device, dtype), mlp=means.mlp.to(device, dtype))
     pruned = prune(model, circuit.removed(), means, meta={"task": a["task"], "model": a["model"]})
     mine = {k: v for k, v in pruned.named_buffers() if k.endswith(FOLDED_NAMES)}
     if mine.keys() != folded.keys() or not all(torch.allclose(v.cpu(), folded[k], rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from bench.rundir import check_out, publishing, write_json
+from bench.rundir import publishing, write_json
 from models import loading
 from models.io import CONSTANTS, WEIGHTS, load_means, save_pruned
 from models.pruned import CONSTANTS as FOLDED_NAMES
@@ -47,8 +47,8 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _finished_extract(run: Path) -> dict:
-    """The run's config; one BenchError line if it is not a finished `bench extract` run with its weights."""
+def _finished_extract(run: Path) -> None:
+    """One BenchError line if `run` is not a finished `bench extract` run with its weights."""
     config = read_json(run / "config.json")
     if config.get("command") != "extract":
         raise BenchError(f"{run} is not a `bench extract` run; only extractions have records (a distilled "
@@ -56,14 +56,12 @@ def _finished_extract(run: Path) -> dict:
     for need in ("metrics.json", "circuit.json", CONSTANTS, str(PRUNED)):
         if not (run / need).is_file():
             raise BenchError(f"{run} has no {need}: the run is unfinished or incomplete; finish it first")
-    return config
 
 
 def save(run: Path, record: Path) -> Path:
     """Copy `run` to `record`, all but the pruned weights; of those, keep the folded constants and the hash."""
     _finished_extract(run)
-    check_out(record, overwrite=False)  # a record is never replaced silently
-    with publishing(record, overwrite=False) as part:
+    with publishing(record, overwrite=False) as part:  # refuses a non-empty `record`: never replaced silently
         shutil.copytree(run, part, dirs_exist_ok=True, ignore=lambda d, names: [
             n for n in names if Path(d) == run / PRUNED.parent and n == PRUNED.name])
         with safe_open(str(run / PRUNED), "pt") as f:  # the folded tensors alone, not the whole file
@@ -99,7 +97,6 @@ def restore(record: Path, run: Path) -> Path:
     if meta.get("format") != FORMAT:
         raise BenchError(f"{record / RECORD} is not a circuit-bench run record")
     config = read_json(record / "config.json")
-    check_out(run, overwrite=False)
     with publishing(run, overwrite=False) as part:
         shutil.copytree(record, part, dirs_exist_ok=True, ignore=lambda d, names: [RECORD, FOLDED]
                         if Path(d) == record else [])

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from bench.cli import expected_warnings, normalise, quiet_libraries
 from bench.distill_data import TaskStream
 from bench.distillation import DistillationModule, init_student, l_distill, student_config, teacher_config
+from bench.latency import device_name
 from models import arch, loading
 from models.pruned import count_params, count_params_of
 from models.types import BenchError
@@ -161,7 +162,7 @@ def report(r: dict, args: PerfDistillArgs, argv: list[str]) -> str:
     parts, loop, device = r["parts"], r["loop"], r["device"]
     bare = sum(parts.values())
     compute = sum(parts[p] for p in ("teacher forward", "student forward + loss", "backward"))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = device_name(device)
     layers, heads, d_mlp = r["shape"]
     lines = [f"# Distillation step throughput on the task stream — {args.model}, {args.task}", "",
              f"Command: `python -m bench.perf_distill {' '.join(argv)}`", "",

@@ -23,6 +23,7 @@ from bench.distill_data import TaskStream, TeacherPool, eval_prompts
 from bench.distillation import (DistillationModule, init_student, l_distill,
                                 student_config, teacher_config)
 from bench.evaluate import accuracy, kl_to
+from bench.latency import device_name
 from models import arch, loading
 from models.pruned import count_params
 from models.types import BenchError
@@ -135,7 +136,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 def report(r: dict, args: argparse.Namespace, argv: list[str]) -> str:
     device, (layers, heads, d_mlp), u = r["device"], r["shape"], r["untrained"]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = device_name(device)
     lines = [f"# Teacher logits: in every step, or cached for a pool — {args.model}, {args.task}", "",
              f"Command: `python -m bench.perf_teacher {' '.join(argv)}`", "",
              f"Device: {name}; torch {torch.__version__}; fp32. Three copies of one student ({layers} layers, {heads} "

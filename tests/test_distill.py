@@ -239,6 +239,7 @@ def test_bad_inputs_are_one_line_and_exit_2(teacher, run_dir, tmp_path, capsys):
 
 
 def test_perf_benchmark_writes_its_table(teacher, tmp_path):
+    from bench.latency import cpu_name
     from bench.perf_distill import main as perf
 
     out = tmp_path / "perf.md"
@@ -247,6 +248,7 @@ def test_perf_benchmark_writes_its_table(teacher, tmp_path):
     assert "| teacher forward |" in text and "| backward |" in text and "| `bench distill`'s Lightning loop |" in text
     assert "×** the hand-written loop's steps/s" in text and "of the hand-written step" in text
     assert torch.__version__ in text and "python -m bench.perf_distill" in text
+    assert f"cpu ({cpu_name()}, " in text  # the CPU by name, as runs and bench compare give it
 
 
 def test_a_batch_that_cannot_fit_is_refused(teacher, tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from bench.distillation import l_distill
+from bench.latency import cpu_name
 from bench.perf_teacher import l_distill_top_k, main as perf_teacher, top_k_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,6 +30,7 @@ def test_perf_teacher_trains_three_ways_and_writes_the_table(teacher, tmp_path):
     assert [r.split("|")[1].strip() for r in rows] == ["(untrained student)", "in the step, fresh stream",
                                                        "cached pool, full logits", "cached pool, top-k + rest"]
     assert [r.split("|")[2].strip() for r in rows[2:]] == ["6", "6"]  # the pool's distinct prompts
+    assert f"cpu ({cpu_name()}, " in out.read_text()  # the CPU by name, as runs and bench compare give it
 
 
 def test_perf_teacher_refuses_a_top_k_with_no_rest(teacher, capsys):

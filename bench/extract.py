@@ -18,7 +18,7 @@ from torch import nn
 from bench.evaluate import BATCH_SIZE, accuracy, kl_to
 from bench.extraction import ExtractionModule, SearchProgress
 from bench.fitting import FitOptions, fit_means, fit_or_interrupt, lightning_device
-from bench.latency import cpu_name
+from bench.latency import cpu_threads
 from bench.memory import GB, check_fits
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import arch, loading
@@ -306,7 +306,7 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "lightning": lightning.__version__,
-            "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads"}  # what the run's wall times ran on
+            "cpu": cpu_threads()}  # what the run's wall times ran on
 
 
 def print_extract(out, console: Console) -> None:

@@ -36,10 +36,15 @@ def cpu_name() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def cpu_threads() -> str:
+    """The CPU and the threads torch uses on it, e.g. "AMD EPYC, 2 threads": what CPU wall times ran on."""
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_threads()})"
 
 
 def _time_once(fn: Callable[[], object], device: torch.device) -> float:

@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import shlex
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from bench import report
+from bench import progress, report
 from bench.evaluate import accuracy, kl_to
 from bench.latency import measure
 from bench.report import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
@@ -272,6 +273,12 @@ class Bench:
     tokenizer: object
     full: PrunedModel
     hf: HFLast | None
+    start: float = field(default_factory=time.perf_counter)
+
+    def said(self, what: str) -> None:
+        """One flushed line on stderr as each model's measuring starts: on a CPU a comparison takes hours."""
+        minutes, seconds = divmod(int(time.perf_counter() - self.start), 60)
+        progress.line(f"[{minutes}:{seconds:02d}] compare {what}", Console(stderr=True))
 
 
 @dataclass(frozen=True)
@@ -354,16 +361,20 @@ def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:
     """Every run on its test split, against the full model (and the HF reference) on each distinct split."""
     splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size) for r in runs}
     digests = {r.path: splits[r.path].digest for r in runs}
-    out: list[Measurement] = []
+    fulls: list[Measurement] = []
     full: dict[str, tuple[Measurement, LogitsFn]] = {}
     for r in runs:
         if digests[r.path] not in full:
+            b.said(f"{task}: the full model on the test splits of {r.path}")
             rows, ref = measure_full(task, splits[r.path], b)
             full[digests[r.path]] = (rows[0], ref)
-            out += rows
-    out += [measure_run(r, splits[r.path], *full[digests[r.path]], b) for r in runs]
+            fulls += rows
+    measured: list[Measurement] = []
+    for i, r in enumerate(runs, 1):
+        b.said(f"{task}: run {i}/{len(runs)}, {r.path}")
+        measured.append(measure_run(r, splits[r.path], *full[digests[r.path]], b))
     seeds = {d: sorted({r.seed for r in runs if digests[r.path] == d}) for d in full}
-    return TaskResult(task, out, seeds, notes(runs))
+    return TaskResult(task, fulls + measured, seeds, notes(runs))
 
 
 def notes(runs: list[Run]) -> list[str]:

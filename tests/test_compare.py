@@ -355,7 +355,8 @@ def test_cli(runs, tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
     assert main(["compare", "--task", TASK, "--runs", str(runs / "e-heads-s0"), str(runs / "e-mlps-s0"), "--out",
                  str(out), "--device", "cpu", "--no-hf-reference", "--latency-runs", "21"]) == 0
-    printed = capsys.readouterr().out
+    printed, said = capsys.readouterr()
+    assert said.splitlines()[-1].endswith(f"compare {TASK}: run 2/2, {runs / 'e-mlps-s0'}")  # progress, on stderr
     assert (out / "report.md").is_file() and f"report: {out / 'report.md'}" in printed.replace("\n", "")
     assert HEADS in printed and MLPS in printed and "b=8 ms (p95)" in printed  # not wrapped, though not a terminal
     assert "--latency-runs 21" in (out / "report.md").read_text()

@@ -166,6 +166,12 @@ class Attention(nn.Module):
 
     def heads_z(self, x: torch.Tensor, rope: dict | None) -> torch.Tensor:
         """Each kept head's z (its output before the O projection), (B, nq, T, hd)."""
+        q, k, v = self.qkv(x, rope)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (B, nq, T, hd)
+
+    def qkv(self, x: torch.Tensor, rope: dict | None, offset: int = 0) -> tuple[torch.Tensor, ...]:
+        """q, k, v of x (B, T, d) at positions offset..offset+T-1, each (B, nq, T, hd) (K/V gathered per query
+        head)."""
         b, t, _ = x.shape
         q = self.q(x).view(b, t, self.nq, self.hd).transpose(1, 2)  # (B, nq, T, hd)
         k = self.k(x).view(b, t, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
@@ -173,10 +179,23 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = _rotate(q, *rope[self.theta]), _rotate(k, *rope[self.theta])
+            cos, sin = (r[offset: offset + t] for r in rope[self.theta])
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         if self.gather:
             k, v = k.index_select(1, self.kv_index), v.index_select(1, self.kv_index)  # (B, nq, T, hd)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (B, nq, T, hd)
+        return q, k, v
+
+    def shared(self, xp: torch.Tensor, x: torch.Tensor, rope: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention over a prefix xp (1, P, d) that every one of x's rows (B, S, d) continues: the prefix runs
+        once, and x's queries read its keys and values, broadcast. -> the prefix's (1, P, d) and x's (B, S, d)."""
+        (b, s, _), p = x.shape, xp.shape[1]
+        qp, kp, vp = self.qkv(xp, rope)  # (1, nq, P, hd) each
+        q, k, v = self.qkv(x, rope, offset=p)  # (B, nq, S, hd) each
+        k, v = (torch.cat([a.expand(b, -1, -1, -1), c], dim=2) for a, c in ((kp, k), (vp, v)))  # (B, nq, P+S, hd)
+        mask = torch.ones(s, p + s, dtype=torch.bool, device=x.device).tril(p)  # query i reads keys ..p+i
+        zp = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale)  # (1, nq, P, hd)
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # (B, nq, S, hd)
+        return tuple(self.o(y.transpose(1, 2).flatten(2)) for y in (zp, z))
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -222,6 +241,19 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
         return self.mlp_part(self.attn_part(x, rope), source=x if self.parallel else None)
+
+    def shared(self, xp: torch.Tensor, x: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block on a prefix xp (1, P, d) that every row of x (B, S, d) continues (see `Attention.shared`)."""
+        p = xp.shape[1]
+        if self.attn is None:
+            yp, y = self.attn_part(xp, rope), self.attn_part(x, rope, offset=p)
+        else:
+            ap, a = self.attn.shared(self.ln1(xp), self.ln1(x), rope)
+            if self.attn_bias is not None:
+                ap, a = ap + _rows(self.attn_bias, 0, p), a + _rows(self.attn_bias, p, x.shape[1])
+            yp, y = (h + (c if self.post1 is None else self.post1(c)) for h, c in ((xp, ap), (x, a)))
+        return (self.mlp_part(yp, source=xp if self.parallel else None),
+                self.mlp_part(y, offset=p, source=x if self.parallel else None))
 
     def attn_part(self, x: torch.Tensor, rope, offset: int = 0) -> torch.Tensor:
         """x + attention; x may hold positions offset.. only if this block has no attention left."""
@@ -282,15 +314,26 @@ class PrunedModel(nn.Module):
             x = block(x, rope)
         return self.unembed(x[:, -k:])
 
-    def embed(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
-        """(B, T) -> the residual stream (B, T, d) and the RoPE tables for T positions, per base (None: learned
-        positions)."""
+    def shared_last_logits(self, ids: torch.Tensor, k: int, p: int) -> torch.Tensor:
+        """`last_logits(ids, k)` for ids (B, T) whose first p positions are the same in every row: the prefix runs
+        once, not B times (p < T - k + 1: the answer positions are not in it)."""
+        self.cfg.check_length(ids.shape[1])
+        x, _ = self.embed(ids[:, p:], offset=p)  # (B, T - p, d)
+        xp, _ = self.embed(ids[:1, :p])  # (1, p, d)
+        rope = rope_tables(self.cfg, ids.shape[1], x.device, x.dtype)  # for every position, prefix and rows
+        for block in self.blocks:
+            xp, x = block.shared(xp, x, rope)
+        return self.unembed(x[:, -k:])
+
+    def embed(self, ids: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, dict | None]:
+        """(B, T) at positions offset.. -> the residual stream (B, T, d) and the RoPE tables for T positions, per
+        base (None: learned positions)."""
         t = ids.shape[1]
         x = self.wte(ids)
         if self.cfg.embed_scale != 1.0:
             x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
         if self.wpe is not None:
-            x = x + self.wpe.weight[:t]
+            x = x + self.wpe.weight[offset: offset + t]
         return x, rope_tables(self.cfg, t, x.device, x.dtype)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., V)

@@ -189,3 +189,28 @@ def test_manifests_from_before_the_family_flags_still_load(arch, tmp_path):
     assert loaded.cfg == pruned.cfg
     ids = tiny_ids(3, 10, seed=9)
     assert torch.equal(loaded(ids), pruned(ids))
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_shared_prefix_run_once_gives_the_logits_and_gradients_of_the_whole_batch(arch, scheme):
+    """The fit's fast path: rows that share their first p tokens run the prefix once; the answer logits, and their
+    gradient in the constants, are those of the plain forward."""
+    model = MODELS[arch](1)
+    means = collect_means(model, tiny_ids(8, 10, seed=101), scheme)
+    pruned = prune(model, random_removed(model, 1), means)
+    ids = tiny_ids(5, 10, seed=1)
+    ids[:, :4] = ids[0, :4]  # a common prefix of 4 tokens
+    for k, p in ((1, 4), (2, 4), (1, 1), (3, 2)):
+        want = pruned.last_logits(ids, k)  # (B, k, V)
+        got = pruned.shared_last_logits(ids, k, p)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    consts = [b for b in pruned.buffers() if b.dtype.is_floating_point and b.ndim == 2 and b.shape[-1] > 1]
+    if not consts:
+        return
+    for c in consts:
+        c.requires_grad_(True)
+    grads = [torch.autograd.grad(fn().square().sum(), consts) for fn in
+             (lambda: pruned.last_logits(ids, 2), lambda: pruned.shared_last_logits(ids, 2, 4))]
+    for want, got in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

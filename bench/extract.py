@@ -37,6 +37,8 @@ from tasks.data import Split, TaskDataModule
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
 FIT_STEPS = 300
 FIT_JITTER = 3
+FIT_POOL = 64
+FIT_CHECK_EVERY = 25
 
 
 @dataclass(kw_only=True)
@@ -62,12 +64,17 @@ class SearchOptions:
         speculate: score up to this many candidates of a layer at once, each on top of the ones before it, and
             keep the scores up to the first candidate kept (the same circuit). The fast engine runs them as one
             batch: fewer, larger launches, for a GPU; on a CPU the dropped states are pure waste, so 1.
-        fit_steps: after the search, train the removed components' constants for this many Adam steps on fresh
+        fit_steps: after the search, train the removed components' constants for at most this many Adam steps on
             prompts of the training templates, to bring the pruned model's answers back to the full model's (the
             circuit and the kept weights do not change); 0 keeps the patching means, as the paper does. Zero
             ablation has no constants and is not fitted.
         fit_lr: the learning rate of that fit.
-        fit_batch_size: fresh prompts per fitting step.
+        fit_batch_size: prompts per fitting step.
+        fit_pool: fit on this many batches of prompts whose full-model answers are computed once, in passes;
+            0: fresh prompts in every step, the full model run in each.
+        fit_check_every: every this many steps, the KL on two batches the fit does not train on; the fit stops
+            once three checks in a row have not lowered it by 1%, and keeps the best check's constants; 0: no
+            checks, all --fit-steps.
         fit_jitter: put 0 to this many neutral filler sentences before each fitting step's prompts, so that
             position-free constants do not learn the training templates' one length (ignored by the per-position
             mean, whose constants cover that length only); 0: none.
@@ -95,6 +102,8 @@ class SearchOptions:
     fit_batch_size: int = 32
     fit_jitter: int = FIT_JITTER
     fit_every_length: bool = False
+    fit_pool: int = FIT_POOL
+    fit_check_every: int = FIT_CHECK_EVERY
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown task -> BenchError
@@ -105,6 +114,9 @@ class SearchOptions:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
         if self.fit_jitter < 0:
             raise BenchError(f"--fit-jitter must be >= 0 (0: no filler sentences), got {self.fit_jitter}")
+        for name, zero in (("fit_pool", "fresh prompts"), ("fit_check_every", "no checks")):
+            if getattr(self, name) < 0:
+                raise BenchError(f"--{name.replace('_', '-')} must be >= 0 (0: {zero}), got {getattr(self, name)}")
         if self.fit_steps < 0:
             raise BenchError(f"--fit-steps must be >= 0 (0: keep the patching means), got {self.fit_steps}")
         if not (math.isfinite(self.fit_lr) and self.fit_lr > 0):
@@ -115,7 +127,8 @@ class SearchOptions:
 
     @property
     def fit(self) -> FitOptions:
-        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size, self.fit_jitter, self.fit_every_length)
+        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size, self.fit_jitter, self.fit_every_length,
+                          self.fit_pool, self.fit_check_every)
 
 
 @dataclass

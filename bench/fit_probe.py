@@ -31,7 +31,8 @@ from tasks.data import Split
 
 SHIFT = "She looked out of the window for a while.\n"
 assert SHIFT.strip() not in FILLERS  # the shift must be one no fit has seen
-FIELDS = {"steps": int, "lr": float, "batch_size": int, "jitter": int, "every_length": lambda v: bool(int(v))}
+FIELDS = {"steps": int, "lr": float, "batch_size": int, "jitter": int, "every_length": lambda v: bool(int(v)),
+          "pool": int, "check_every": int}
 
 
 def parse_variant(text: str, base: FitOptions) -> FitOptions:

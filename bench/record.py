@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -78,8 +77,7 @@ def rebuild(run: Path, config: dict, folded: dict[str, torch.Tensor]) -> None:
     device, dtype = loading.resolve_device(a["device"]), loading.resolve_dtype(a["dtype"])
     model, _ = loading.load_model(a["model"], device=device, dtype=dtype)
     circuit = Circuit.load(run / "circuit.json")
-    means = load_means(run / CONSTANTS)
-    means = replace(means, z=means.z.to(device, dtype), mlp=means.mlp.to(device, dtype))
+    means = load_means(run / CONSTANTS).to(device, dtype)
     pruned = prune(model, circuit.removed(), means, meta={"task": a["task"], "model": a["model"]})
     mine = {k: v for k, v in pruned.named_buffers() if k.endswith(FOLDED_NAMES)}
     if mine.keys() != folded.keys() or not all(torch.allclose(v.cpu(), folded[k], rtol=1e-4, atol=1e-5)

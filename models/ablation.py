@@ -11,7 +11,7 @@ Hooks live only inside `ablated(...)`, so nothing leaks between steps.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import torch
@@ -38,6 +38,9 @@ class Means:
     @property
     def n_positions(self) -> int:
         return self.z.shape[1]
+
+    def to(self, device, dtype: torch.dtype | None = None) -> "Means":
+        return replace(self, z=self.z.to(device, dtype), mlp=self.mlp.to(device, dtype))
 
     def check_length(self, t: int) -> None:
         """Per-position constants only fit the positions they were taken at: any other length is refused."""

@@ -1,15 +1,18 @@
 """Fitted ablation constants: they lower the KL on prompts the fit never saw, change nothing but the constants, are
 a pure function of the seed, and the pruned model built from them equals the hook-ablated model."""
+import itertools
+
 import pytest
 import torch
 
 from bench.evaluate import kl_to
 from bench.extract import patching_means
-from bench.fitting import ConstantsFit, FitOptions, Jittered, filler, fit_means, teacher_answer
+from bench.fitting import (MIN_GAIN, PATIENCE, AnswerPool, ConstantsFit, FitOptions, Jittered, Plateau, filler,
+                           fit_means, pruned_teacher_answer, teacher_answer)
 from bench.distill_data import TaskStream, eval_prompts
 from bench.distillation import kl_mean
 from models import loading
-from models.ablation import Means, ablated, hooked_logits
+from models.ablation import Means, ablated, hooked_logits, no_means
 from models.generate import greedy, hf_last_logits
 from models.search import kl_last
 from models.surgery import prune
@@ -213,3 +216,80 @@ def test_the_teachers_cached_answer_equals_greedy_decoding_without_a_cache(setti
     with torch.no_grad():
         assert torch.equal(ext, torch.cat([ids, greedy(hf_last_logits(model), ids, k - 1)], dim=1))
         torch.testing.assert_close(logits, model(ext).logits[:, -k:], atol=1e-4, rtol=0)
+
+
+def pooled(setting, chunk: int | None = None, **options):
+    """`fitted` on a pool of 4 batches with a plateau check every 3 steps; with `chunk`, the pool's teacher runs in
+    chunks of that many prompts."""
+    model, tok, task, dm = setting
+    means = patching_means(model, task, tok, dm, "mean-pooled", 8)
+    removed = frozenset(random_removed(model, 1))
+    o = FitOptions(**{"steps": 12, "lr": 3e-2, "batch_size": 8, "jitter": 2, "pool": 4, "check_every": 3, **options})
+    if chunk is None:
+        return fit_means(model, task, tok, dm, removed, means, o, 0)
+    build = AnswerPool.build
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AnswerPool, "build", classmethod(lambda cls, *a: build(*a[:-1], chunk)))
+        return fit_means(model, task, tok, dm, removed, means, o, 0)
+
+
+def test_a_pooled_fit_is_a_function_of_the_seed_and_not_of_the_teachers_batch_size(setting):
+    (a, info), (b, _) = pooled(setting), pooled(setting)
+    assert torch.equal(a.z, b.z) and torch.equal(a.mlp, b.mlp)
+    assert info["pool"] == 4 and info["pool_s"] > 0 and [s for s, _ in info["val_kl"]][:2] == [3, 6]
+    for chunk in (1, 8):  # the teacher run prompt by prompt, and on the whole batch at once
+        c, _ = pooled(setting, chunk)
+        torch.testing.assert_close(c.z, a.z, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(c.mlp, a.mlp, atol=1e-5, rtol=1e-4)
+
+
+def test_a_pool_makes_seeded_passes_over_its_batches():
+    batches = [{"input_ids": torch.full((2, 3), i)} for i in range(5)]
+    pool = AnswerPool(batches, seed=0)
+    seen = [int(pool.batch(j)["input_ids"][0, 0]) for j in range(15)]
+    assert all(sorted(seen[p * 5:(p + 1) * 5]) == list(range(5)) for p in range(3))  # each pass: every batch once
+    assert seen[:5] != seen[5:10] or seen[5:10] != seen[10:]  # passes are reshuffled
+    assert seen == [int(b["input_ids"][0, 0]) for b in itertools.islice(AnswerPool(batches, 0), 15)]
+    assert seen != [int(AnswerPool(batches, 1).batch(j)["input_ids"][0, 0]) for j in range(15)]
+
+
+class _Trainer:
+    """What `Plateau` reads and writes of a Trainer."""
+
+    def __init__(self) -> None:
+        self.global_step, self.should_stop, self.callback_metrics = 0, False, {}
+
+
+def test_the_plateau_rule_stops_after_patience_checks_without_a_gain_and_keeps_the_best():
+    module = torch.nn.Module()
+    module.z, module.mlp = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    plateau, trainer = Plateau(), _Trainer()
+    # 1.0, then 0.5 (a gain), then 0.498 (the best, but under MIN_GAIN of a gain), 0.6 and 0.55: three checks
+    # without a gain; the fit stops there and keeps the constants of the 0.498 check
+    for step, kl in enumerate([1.0, 0.5, 0.498, 0.6, 0.55], start=1):
+        assert not trainer.should_stop
+        trainer.global_step, trainer.callback_metrics = 10 * step, {"fit/val_kl": torch.tensor(kl)}
+        module.z.data.fill_(step)
+        plateau.on_validation_epoch_end(trainer, module)
+    assert PATIENCE == 3 and 1 - 0.498 / 0.5 < MIN_GAIN  # 0.4% is under the gain that counts
+    assert trainer.should_stop and float(plateau.best[0]) == 3 and plateau.best_kl == pytest.approx(0.498)
+    assert [s for s, _ in plateau.history] == [10, 20, 30, 40, 50]
+    assert [kl for _, kl in plateau.history] == pytest.approx([1.0, 0.5, 0.498, 0.6, 0.55])
+
+
+def test_a_fit_that_plateaus_stops_before_its_last_step(setting):
+    _, info = pooled(setting, steps=200, lr=1e-9, check_every=2)  # a learning rate that moves nothing: no gain
+    assert info["steps"] == 2 * (PATIENCE + 1) and info["max_steps"] == 200
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_pools_teacher_answers_as_the_model_does(setting, k):
+    """The pool's teacher is the model as a PrunedModel with nothing removed, a shared prefix run once: the same
+    greedy answer tokens as the model's own cached decoding, and its logits."""
+    model, _, _, dm = setting
+    ids = dm.test.input_ids.clone()  # (N, T)
+    ids[:, :3] = ids[0, :3]  # a common prefix, as a filler makes
+    want_ids, want = teacher_answer(model, ids, k)
+    got_ids, got = pruned_teacher_answer(prune(model, (), no_means()), ids, k)
+    assert torch.equal(got_ids, want_ids)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)

@@ -308,22 +308,24 @@ class PrunedModel(nn.Module):
         """(B, T) token ids -> logits at the last k positions (B, k, V), unembedding only those."""
         if k == 1:
             return self(ids, last_only=True)[:, None]
-        self.cfg.check_length(ids.shape[1])
+        t = ids.shape[1]
+        self.cfg.check_length(t)
         x, rope = self.embed(ids)
-        for block in self.blocks:
-            x = block(x, rope)
-        return self.unembed(x[:, -k:])
+        x = x if last_attention(self.blocks) >= 0 else x[:, -k:]
+        return self.unembed(run_to_last(self.blocks, x, rope, t, keep=k))
 
     def shared_last_logits(self, ids: torch.Tensor, k: int, p: int) -> torch.Tensor:
         """`last_logits(ids, k)` for ids (B, T) whose first p positions are the same in every row: the prefix runs
         once, not B times (p < T - k + 1: the answer positions are not in it)."""
-        self.cfg.check_length(ids.shape[1])
+        t = ids.shape[1]
+        self.cfg.check_length(t)
         x, _ = self.embed(ids[:, p:], offset=p)  # (B, T - p, d)
         xp, _ = self.embed(ids[:1, :p])  # (1, p, d)
-        rope = rope_tables(self.cfg, ids.shape[1], x.device, x.dtype)  # for every position, prefix and rows
-        for block in self.blocks:
+        rope = rope_tables(self.cfg, t, x.device, x.dtype)  # for every position, prefix and rows
+        last = last_attention(self.blocks)
+        for block in self.blocks[:last + 1]:
             xp, x = block.shared(xp, x, rope)
-        return self.unembed(x[:, -k:])
+        return self.unembed(run_to_last(self.blocks[last + 1:], x[:, -k:], rope, t))  # no attention: k positions
 
     def embed(self, ids: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, dict | None]:
         """(B, T) at positions offset.. -> the residual stream (B, T, d) and the RoPE tables for T positions, per
@@ -350,15 +352,15 @@ def last_attention(blocks) -> int:
     return last
 
 
-def run_to_last(blocks, x: torch.Tensor, rope, t: int) -> torch.Tensor:
-    """`blocks` on x, (B, t, d) or already (B, 1, d) at the last of t positions when no block has attention.
-    Positions stop mixing after the last attention left, so only the last one is carried from there: (B, 1, d)."""
+def run_to_last(blocks, x: torch.Tensor, rope, t: int, keep: int = 1) -> torch.Tensor:
+    """`blocks` on x, (B, t, d) or already (B, keep, d) at the last keep of t positions when no block has attention.
+    Positions stop mixing after the last attention left, so only the last `keep` are carried from there."""
     last_attn = last_attention(blocks)
     for i, block in enumerate(blocks):
         y = block.attn_part(x, rope, offset=t - x.shape[1])
         source = x if block.parallel else y  # what the MLP reads
         if i == last_attn:
-            y, source = y[:, -1:], source[:, -1:]
+            y, source = y[:, -keep:], source[:, -keep:]
         x = block.mlp_part(y, offset=t - y.shape[1], source=source)
     return x
 

@@ -198,11 +198,18 @@ def test_a_shared_prefix_run_once_gives_the_logits_and_gradients_of_the_whole_ba
     gradient in the constants, are those of the plain forward."""
     model = MODELS[arch](1)
     means = collect_means(model, tiny_ids(8, 10, seed=101), scheme)
-    pruned = prune(model, random_removed(model, 1), means)
+    top = model.config.num_hidden_layers - 1  # with the top block's heads gone too, its MLP runs on k positions
+    for removed in (random_removed(model, 1), random_removed(model, 1) | set(Component(top, h) for h in range(
+            model.config.num_attention_heads))):
+        shared_prefix_matches(prune(model, removed, means))
+
+
+def shared_prefix_matches(pruned) -> None:
     ids = tiny_ids(5, 10, seed=1)
     ids[:, :4] = ids[0, :4]  # a common prefix of 4 tokens
     for k, p in ((1, 4), (2, 4), (1, 1), (3, 2)):
         want = pruned.last_logits(ids, k)  # (B, k, V)
+        torch.testing.assert_close(want, pruned(ids)[:, -k:], atol=1e-5, rtol=0)
         got = pruned.shared_last_logits(ids, k, p)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     consts = [b for b in pruned.buffers() if b.dtype.is_floating_point and b.ndim == 2 and b.shape[-1] > 1]

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# GPU probe of fit settings (session 7). Run from the repo root after part_aa is in /root/stage.
-. .gpu-stage/env.sh
-P=$OUT/p; mkdir -p $P; C=.gpu-stage/circuits
+# GPU probe of fit settings. Run from the repository root.
+# Runs on a GPU machine where `bench` and the embedded model are available (see the README's
+# "Every GPU result in one command" section for an offline machine).
+# The circuits' run directories (ioi-a0.1, ioi-a0.14, ioi-a0.2, gt-a0.1) are expected under runs/circuits.
+: "${OUT:?set OUT to the folder that receives the results}"
+P=$OUT/p; mkdir -p $P; C=runs/circuits
 nvidia-smi -L > $P/gpu.txt 2>&1
 probe() { local name=$1 t=$2; shift 2
   timeout $t python3 -m bench.fit_probe --device cuda --out $P/$name.md "$@" > $P/$name.log 2>&1; echo "$name rc=$? $(date +%T)" >> $P/done.txt; }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Session 11 on the lent GPU: greater-than with carry-weighted validation (K of 40) on seeds 0-2, acronyms seeds 1-2.
-. .gpu-stage/env.sh
-R=/root/runs; mkdir -p $R
+# One H100: greater-than with carry-weighted validation (K of 40) on seeds 0-2, acronyms seeds 1-2.
+# Run from the repository root on a GPU machine where `bench` and the embedded model are available (see the README's
+# "Every GPU result in one command" section for an offline machine).
+: "${OUT:?set OUT to the folder that receives the packed results}"
+R=runs; mkdir -p $R
 nvidia-smi -L > $R/gpu.txt 2>&1; date +%T > $R/done.txt
 pack() { tar czf $OUT/res.tgz --exclude=pruned --exclude='*.safetensors' -C $R . ; }
 step() { local name=$1 t0=$(date +%s); shift; "$@" > $R/$name.log 2>&1

@@ -2,7 +2,7 @@
 split by whether the start year ends in 9, where a correct answer must move to the next decade. Used by
 results/gt-alpha-s1-smollm2-135m/ and results/seeds-cpu-greater-than-smollm2-135m/:
 
-    python results/gt_carry_probe.py --n 500 --runs RUN... --out results/seeds-cpu-greater-than-smollm2-135m/probe
+    python scripts/gt_carry_probe.py --n 500 --runs RUN... --out results/seeds-cpu-greater-than-smollm2-135m/probe
 """
 from __future__ import annotations
 

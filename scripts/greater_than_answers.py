@@ -10,7 +10,7 @@ test and held-out-template splits:
 - the wrong answers, by the digit that went wrong: the first (a < YY's tens) or the second (a = YY's tens, b <= its
   units). Students are distilled at the last prompt position only, which predicts the first digit.
 
-    python results/greater_than_answers.py runs/smollm2-cpu
+    python scripts/greater_than_answers.py runs/smollm2-cpu
 
 prints the table; results/greater-than-answers-smollm2-135m.md is its output on the CPU report's runs, under a
 header that says how it was made.

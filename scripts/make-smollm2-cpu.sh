@@ -4,14 +4,14 @@
 # in results/runs-smollm2-cpu/ (commit it): a build on a fresh checkout rebuilds those runs from their records
 # (python -m bench.record restore, checked against the weights' hash) instead of extracting again, so the 9-14 h of
 # extractions can span machines. Distilled students have no records; they train in the build that reports.
-# Usage: bash results/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
+# Usage: bash scripts/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
 #   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) prompts, which took 425 s
 #           (circuit + KD) and 539 s (random init) for the size-matched IOI students of seed 0 on 2 CPU cores with
 #           the teacher in every step (results/kd-stream-ioi-smollm2-135m); acronyms' prompts are 3x longer.
 #           Below 20000 steps the students train on a teacher pool of a quarter of the prompts they see (four
 #           passes, teacher logits computed once): 2.07x faster at equal held-out KL (0.99x) on CPU
 #           (results/distill-teacher-cpu.md). The paper's 20000 steps are the GPU preset, teacher in every step:
-#           bash results/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
+#           bash scripts/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
 #           Every report row says how many steps of how many prompts ran.
 #   SEEDS   default "0 1 2". A seed draws the patching, validation, test and held-out-template prompts of its
 #           extraction runs and initialises its students; the report gives mean ± std over seeds.

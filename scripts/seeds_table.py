@@ -2,7 +2,7 @@
 std) over them, from each run's metrics.json and the rows `python -m bench.offtemplate --out X.md` saved in X.json
 ("—" for a task with no off-template phrasings; no mean row for a single run).
 
-    python results/seeds_table.py results/seeds-cpu-ioi-smollm2-135m/offtemplate.json RUN... > table.md
+    python scripts/seeds_table.py results/seeds-cpu-ioi-smollm2-135m/offtemplate.json RUN... > table.md
 """
 import json
 import statistics

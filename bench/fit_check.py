@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -64,17 +65,23 @@ def verdict(old: dict, new: dict) -> str:
     return "yes" if not missed else "no: " + ", ".join(missed)
 
 
+def cell(new: float, old: float, fmt: str) -> str:
+    """'new (old)'; a task without such prompts (acronyms has no off-template phrasings): '—'."""
+    return "—" if math.isnan(new) else f"{new:{fmt}} ({old:{fmt}})"
+
+
 def markdown(rows: list[dict], argv: list[str]) -> str:
     lines = ["# Two fits of the same circuits", "", f"Command: `python -m bench.fit_check {' '.join(argv)}`", "",
              "Each cell: new (old). Accuracy on the test split, the held-out templates and the off-template "
              "phrasings (their mean); KL to the full model on the same. Within bounds: no accuracy more than "
-             f"{ACCURACY_POINTS:g} point under the old fit's, no KL more than {KL_SHARE:.0%} above it.", "",
+             f"{ACCURACY_POINTS:g} point under the old fit's, no KL more than {KL_SHARE:.0%} above it. Fit seconds are each "
+             "run's own `metrics.json`, on the machine its `config.json` names.", "",
              "| run | test | held-out | off-template | test KL | held-out KL | off-template KL | fit s | "
              "within bounds |", "| --- |" + " ---: |" * 7 + " --- |"]
     for r in rows:
         o, n = r["old"], r["new"]
-        acc = [f"{n[k]:.1%} ({o[k]:.1%})" for k in KEYS]
-        kl = [f"{n[f'{k}_kl']:.3f} ({o[f'{k}_kl']:.3f})" for k in KEYS]
+        acc = [cell(n[k], o[k], ".1%") for k in KEYS]
+        kl = [cell(n[f"{k}_kl"], o[f"{k}_kl"], ".3f") for k in KEYS]
         lines.append(f"| {r['run']} | {' | '.join(acc + kl)} | {n['fit_s']:.0f} ({o['fit_s']:.0f}) | "
                      f"{verdict(o, n)} |")
     return "\n".join(lines) + "\n"

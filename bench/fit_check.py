@@ -18,6 +18,7 @@ import torch
 from bench.extract import ExtractArgs, evaluate_models, prepare
 from bench.match import read_run
 from bench.offtemplate import score_pruned
+from bench.rundir import write_report
 from models.io import CONSTANTS, load_means
 from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the markdown report here too (and its rows as .json)")
     args = p.parse_args(argv)
     try:
+        for folder in (args.old, args.new):
+            if not Path(folder).is_dir():
+                raise BenchError(f"{folder} is not a directory; give folders of `bench extract` runs")
         new = sorted(d for d in Path(args.new).iterdir() if (d / "metrics.json").is_file())
         pairs = [(Path(args.old) / d.name, d) for d in new if (Path(args.old) / d.name / "metrics.json").is_file()]
         if not pairs:
@@ -108,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         p.exit(2, f"error: {e}\n")
     text = markdown(rows, argv)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print(text)
+    write_report(text, rows, args.out)
     return 0
 
 

@@ -22,6 +22,7 @@ from bench.extract import ExtractArgs, evaluate_models, prepare
 from bench.fitting import FILLERS, FitOptions, fit_means
 from bench.match import read_run
 from bench.offtemplate import score_pruned
+from bench.rundir import write_report
 from models.generate import hf_last_logits
 from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
@@ -120,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         p.exit(2, f"error: {e}\n")
     text = markdown(rows, argv)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print(text)
+    write_report(text, rows, args.out)
     return 0
 
 

@@ -10,13 +10,13 @@ a per-position model (mean) refuses every length but its own, and the table says
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from bench.evaluate import accuracy, kl_to
+from bench.rundir import write_report
 from models import loading
 from models.generate import hf_last_logits
 from models.io import load_pruned
@@ -101,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         p.exit(2, f"error: {e}\n")
     text = markdown(rows, args)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print(text)
+    write_report(text, rows, args.out)
     return 0
 
 

@@ -73,3 +73,11 @@ def publishing(out: Path, overwrite: bool) -> Iterator[Path]:
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_report(text: str, rows: list, out: str | None) -> None:
+    """A check's markdown report printed, and with `out` also written there, its rows as JSON beside it."""
+    if out:
+        Path(out).write_text(text)
+        Path(out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    print(text)

@@ -19,6 +19,7 @@ from bench.evaluate import BATCH_SIZE, accuracy, kl_to
 from bench.extraction import ExtractionModule, SearchProgress
 from bench.fitting import FitOptions, fit_means, fit_or_interrupt, lightning_device
 from bench.latency import cpu_threads
+from bench.match import ExtractionRun
 from bench.memory import GB, check_fits
 from bench.rundir import check_out, default_dir, publishing, write_json
 from models import arch, loading
@@ -29,7 +30,7 @@ from models.io import CONSTANTS, save_means, save_pruned
 from models.pruned import count_params, count_params_of
 from models.search import HookScorer, Search
 from models.surgery import prune, pruned_config
-from models.types import SCHEMES, BenchError, Circuit, candidate_order
+from models.types import SCHEMES, BenchError, Circuit, candidate_order, read_json
 from tasks import get_task
 from tasks.base import Task, Tokenizer
 from tasks.data import Split, TaskDataModule
@@ -241,6 +242,14 @@ def prepare(args: SearchOptions, splits: dict[str, Split] | None = None) -> Prep
     dm.setup()
     means = patching_means(model, task, tokenizer, dm, args.ablation, args.batch_size)
     return Prepared(model, tokenizer, task, dm, means, shape, device)
+
+
+def prepare_run(saved: ExtractionRun, device: str) -> tuple[ExtractArgs, Prepared]:
+    """A finished run's options (on `device`, publishing nowhere), and the model and patching means prepared on the
+    run's own prompts, whatever the task registry holds now."""
+    cfg = read_json(saved.path / "config.json")["args"]
+    args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
+    return args, prepare(args, saved.splits)
 
 
 def extract(args: ExtractArgs) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench.extract import ExtractArgs, evaluate_models, prepare
+from bench.extract import evaluate_models, prepare_run
 from bench.match import read_run
 from bench.offtemplate import score_pruned
 from bench.rundir import write_report
@@ -50,9 +50,7 @@ def check_pair(old: Path, new: Path, n: int, device: str) -> dict:
     if (a.circuit.task, a.circuit.seed, a.circuit.removed()) != (b.circuit.task, b.circuit.seed, b.circuit.removed()):
         raise BenchError(f"{old} and {new} are not the same circuit of the same task and seed; pair runs of one "
                          "search")
-    cfg = read_json(new / "config.json")["args"]
-    args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
-    p = prepare(args, b.splits)
+    args, p = prepare_run(b, device)
     full_params = count_params_of(pruned_config(p.model, (), p.means))
     return {"run": new.name, "task": args.task, "seed": args.seed, "old": score(p, old, full_params, n, args.seed),
             "new": score(p, new, full_params, n, args.seed)}

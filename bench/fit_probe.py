@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bench.evaluate import accuracy
-from bench.extract import ExtractArgs, evaluate_models, prepare
+from bench.extract import evaluate_models, prepare_run
 from bench.fitting import FILLERS, FitOptions, fit_means
 from bench.match import read_run
 from bench.offtemplate import score_pruned
@@ -26,7 +26,7 @@ from bench.rundir import write_report
 from models.generate import hf_last_logits
 from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
-from models.types import BenchError, read_json
+from models.types import BenchError
 from tasks.base import bos_prefix, encode
 from tasks.data import Split
 
@@ -72,10 +72,8 @@ def score(p, pruned, full_params: dict, n: int, seed: int) -> dict:
 
 def probe_run(run: Path, variants: list[str], device: str, n: int) -> list[dict]:
     """One row per fit setting for the circuit of `run` (a `bench extract` run directory)."""
-    cfg = read_json(run / "config.json")["args"]
-    args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
     saved = read_run(run)  # the circuit and the run's own prompts, whatever the registry holds now
-    p = prepare(args, saved.splits)
+    args, p = prepare_run(saved, device)
     removed = frozenset(saved.circuit.removed())
     full_params = count_params_of(pruned_config(p.model, (), p.means))
     rows = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.extract import ExtractArgs, prepare
+from bench.extract import prepare_run
 from bench.fitting import AnswerPool, ConstantsFit, fit_data, pruned_teacher_answer, teacher_answer
 from bench.latency import device_name
 from bench.match import read_run
@@ -70,14 +70,11 @@ def time_steps(module: ConstantsFit, data, steps: int, device: torch.device) -> 
 
 def time_run(run: Path, steps: int, pool: int, device: str) -> dict:
     """Per-step part times on fresh prompts and on a pool, and the pool's build time per batch."""
-    cfg = read_json(run / "config.json")["args"]
-    args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
     saved = read_run(run)
-    p = prepare(args, saved.splits)
+    args, p = prepare_run(saved, device)
     for q in p.model.parameters():
         q.requires_grad_(False)
     module = ConstantsFit(p.model, frozenset(saved.circuit.removed()), p.means, args.fit_lr, p.task.n_new(p.tokenizer))
-    module.pruned.to(p.device)
     fresh, _, _ = fit_data(module, p.task, p.tokenizer, p.dm, replace(args.fit, pool=0, check_every=0), args.seed)
     start = time.perf_counter()
     full = prune(p.model, (), no_means())

@@ -74,7 +74,7 @@ def test_the_fit_probe_refits_a_runs_circuit_and_reproduces_the_run(runs, tmp_pa
 
 def test_the_fit_probe_scores_the_runs_own_saved_prompts(runs, tmp_path, monkeypatch):
     """Not prompts drawn again from today's registry, which may have grown since the run."""
-    import bench.fit_probe as probe
+    import bench.extract  # fit_probe prepares a run through bench.extract.prepare_run
     run = tmp_path / "run"
     shutil.copytree(runs["mean-pooled"], run)
     test = run / "splits" / "test.jsonl"
@@ -84,7 +84,7 @@ def test_the_fit_probe_scores_the_runs_own_saved_prompts(runs, tmp_path, monkeyp
     def spy(args, splits=None):
         seen.append(prepare(args, splits))
         return seen[-1]
-    monkeypatch.setattr(probe, "prepare", spy)
+    monkeypatch.setattr(bench.extract, "prepare", spy)
     assert fit_probe(["--runs", str(run), "--variants", "steps=0", "--n", "2", "--device", "cpu"]) == 0
     saved = load_splits(run / "splits")
     assert [seen[0].dm.split(s).examples for s in SPLITS] == [saved[s].examples for s in SPLITS]

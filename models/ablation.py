@@ -2,7 +2,7 @@
 
 A head's output is its slice of z, the input of the attention output projection: ablating head h of
 layer l replaces z[:, :, h] with its mean over the patching set (or zero). An ablated MLP's output is
-replaced likewise. Schemes (`models.types.SCHEMES`):
+replaced likewise. Schemes (`models.types.SCHEMES`), for example:
   mean         one mean per position (the paper's); only prompts of the patching prompts' length fit it;
   mean-pooled  one mean over every patching prompt and every position, so any prompt length fits;
   zero         zero.
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from models import arch
-from models.types import POSITIONAL, SCHEMES, BenchError, Component, length_error
+from models.types import BARE, BenchError, Component, length_error, scheme
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Means:
 
     @property
     def positional(self) -> bool:
-        return self.scheme in POSITIONAL
+        return scheme(self.scheme).positional
 
     @property
     def n_positions(self) -> int:
@@ -60,37 +60,35 @@ class Means:
 
 def no_means() -> Means:
     """Means for a model with nothing removed: no constants, any input length."""
-    return Means(torch.zeros(0, 1, 0, 0), torch.zeros(0, 1, 0), "zero")
+    return Means(torch.zeros(0, 1, 0, 0), torch.zeros(0, 1, 0), BARE)
 
 
 @torch.inference_mode()
-def collect_means(model: nn.Module, ids: torch.Tensor, scheme: str, min_len: int | None = None,
+def collect_means(model: nn.Module, ids: torch.Tensor, name: str, min_len: int | None = None,
                   batch_size: int | None = None) -> Means:
-    """Means of every head's z and every MLP's output over `ids` (N, T): per position for "mean", over every
-    position for "mean-pooled", zeros for "zero". `min_len` (default T) is the prompt length when `ids` also
-    holds answer tokens, so that the positional means cover prompts of min_len..T tokens. The prompts go through
-    in batches of `batch_size` (default: all at once); each batch's fp32 sums are added up in float64, so the means
+    """Means of every head's z and every MLP's output over `ids` (N, T), as the scheme called `name` takes them
+    (per position, or over every position too; zeros for a scheme without constants). `min_len` (default T) is the
+    prompt length when `ids` also holds answer tokens, so that the positional means cover prompts of min_len..T
+    tokens. The prompts go through in batches of `batch_size` (default: all at once); each batch's fp32 sums are added up in float64, so the means
     do not depend on the batch size beyond fp32 summation order."""
-    if scheme not in SCHEMES:
-        raise BenchError(f"unknown ablation scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+    sc = scheme(name)
     s = arch.shape_of(model)
     n, t = ids.shape
-    rows = t if scheme in POSITIONAL else 1
+    rows = sc.rows(t)
     z = torch.zeros(s.n_layers, rows, s.n_heads * s.head_dim, dtype=torch.float64)  # on the CPU: MPS has no float64
     out = torch.zeros(s.n_layers, rows, s.d_model, dtype=torch.float64)
-    if scheme != "zero":
-        _sum_outputs(model, ids, scheme in POSITIONAL, z, out, batch_size or max(1, n))
-    count = n if scheme in POSITIONAL else n * t
+    if sc.constants:
+        _sum_outputs(model, ids, sc.dims, z, out, batch_size or max(1, n))
+    count = n * t // rows  # the activations behind each row
     kw = dict(dtype=_dtype(model), device=_device(model))
     return Means((z / count).view(s.n_layers, rows, s.n_heads, s.head_dim).to(**kw), (out / count).to(**kw),
-                 scheme, t if min_len is None else min_len)
+                 name, t if min_len is None else min_len)
 
 
-def _sum_outputs(model: nn.Module, ids: torch.Tensor, positional: bool, z: torch.Tensor, out: torch.Tensor,
+def _sum_outputs(model: nn.Module, ids: torch.Tensor, dims: tuple[int, ...], z: torch.Tensor, out: torch.Tensor,
                  batch_size: int) -> None:
     """Add every layer's z (into z, (L, P, nh*hd)) and MLP output (into out, (L, P, d)) summed over the prompts
-    of `ids`, and over positions too unless `positional`."""
-    dims = (0,) if positional else (0, 1)
+    of `ids` (dims (0,)), or over positions too (dims (0, 1))."""
     handles = []
     for l, block in enumerate(arch.blocks(model)):
         def grab_z(mod, args, l=l):

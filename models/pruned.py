@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.types import POSITIONAL, BenchError, length_error
+from models.types import BenchError, length_error, scheme
 
 
 LEGACY_ARCH = {"gpt2": dict(family="gpt2", norm="layernorm", mlp="gelu-tanh"),  # manifests before the family flags
@@ -35,7 +35,7 @@ class PrunedConfig:
     n_positions: int  # longest input it takes (per-position constants: the last position they cover)
     heads: list[list[int]]  # kept query heads per layer (original indices)
     mlps: list[bool]  # MLP kept, per layer
-    scheme: str = "mean"  # what removed components were replaced with: "mean" | "mean-pooled" | "zero"
+    scheme: str = "mean"  # what removed components were replaced with: a name in models.types.SCHEMES
     min_positions: int = 1  # shortest input it takes (per-position constants: the prompts' length)
     qkv_bias: bool = False
     o_bias: bool = False
@@ -79,7 +79,7 @@ class PrunedConfig:
 
     @property
     def positional(self) -> bool:
-        return self.scheme in POSITIONAL
+        return scheme(self.scheme).positional
 
     @property
     def const_rows(self) -> int:
@@ -98,12 +98,12 @@ class PrunedConfig:
         """Rows of the folded attention constant: the removed heads' means (const_rows), 1 for only the o bias
         of an emptied block (zero ablation), 0 for none."""
         heads = self.heads[layer]
-        if self.scheme != "zero" and len(heads) < self.n_heads:
+        if scheme(self.scheme).constants and len(heads) < self.n_heads:
             return self.const_rows
         return int(self.o_bias and not heads)
 
     def mlp_const_rows(self, layer: int) -> int:
-        return self.const_rows if self.scheme != "zero" and not self.mlps[layer] else 0
+        return self.const_rows if scheme(self.scheme).constants and not self.mlps[layer] else 0
 
     def to_dict(self) -> dict:
         return asdict(self)

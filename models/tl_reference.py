@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from models import arch
 from models.ablation import Means
 from models.search import kl_last
-from models.types import POSITIONAL, SCHEMES, BenchError, Component
+from models.types import BenchError, Component, scheme
 
 HOOK_Z = "blocks.{}.attn.hook_z"
 HOOK_MLP = "blocks.{}.hook_mlp_out"
@@ -81,20 +81,19 @@ def _dtype(bridge: TransformerBridge) -> torch.dtype:
 
 
 @torch.inference_mode()
-def tl_means(bridge: TransformerBridge, ids: torch.Tensor, scheme: str) -> Means:
+def tl_means(bridge: TransformerBridge, ids: torch.Tensor, name: str) -> Means:
     """`collect_means` on the TL path: every hook_z and MLP output averaged over the batch `ids` (N, T), per
-    position ("mean") or over every position too ("mean-pooled"); zeros for "zero"."""
-    if scheme not in SCHEMES:
-        raise BenchError(f"unknown ablation scheme {scheme!r}")
+    position or over every position too, as the scheme called `name` takes them; zeros for one without constants."""
+    sc = scheme(name)
     cfg = bridge.cfg
     n, t = ids.shape
-    rows = t if scheme in POSITIONAL else 1
+    rows = sc.rows(t)
     kw = dict(dtype=_dtype(bridge), device=_device(bridge))
     z = torch.zeros(cfg.n_layers, rows, cfg.n_heads, cfg.d_head, **kw)  # (L, P, nh, hd)
     out = torch.zeros(cfg.n_layers, rows, cfg.d_model, **kw)  # (L, P, d)
-    if scheme == "zero":
-        return Means(z, out, scheme)
-    dims = (0,) if scheme in POSITIONAL else (0, 1)
+    if not sc.constants:
+        return Means(z, out, name)
+    dims = sc.dims
 
     def grab(dst: torch.Tensor, l: int) -> Callable:
         def fn(act: torch.Tensor, hook) -> None:  # act (N, T, nh, hd) or (N, T, d)
@@ -104,7 +103,7 @@ def tl_means(bridge: TransformerBridge, ids: torch.Tensor, scheme: str) -> Means
     hooks += [(HOOK_MLP.format(l), grab(out, l)) for l in range(cfg.n_layers)]
     with bridge.hooks(fwd_hooks=hooks):
         bridge(ids.to(kw["device"]))
-    return Means(z, out, scheme)
+    return Means(z, out, name)
 
 
 def ablation_hooks(removed: Iterable[Component], means: Means) -> HookList:

@@ -6,12 +6,46 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCHEMES = ("mean", "mean-pooled", "zero")  # per-position mean (the paper's); one mean over all positions; zero
-POSITIONAL = ("mean",)  # the schemes whose constants depend on the position
 
 
 class BenchError(Exception):
     """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """An ablation scheme: what a removed head's z or MLP's output is replaced with. The hooks, the pruned model,
+    the fit of the constants and the TransformerLens reference all ask this object, so a new scheme is one entry
+    in SCHEMES."""
+
+    name: str
+    help: str
+    positional: bool  # one constant per position: the model then takes only the patching prompts' lengths
+    constants: bool  # False: a removed component leaves nothing, so there is nothing to collect or fit
+
+    def rows(self, t: int) -> int:
+        """Rows of constants taken over t-token prompts."""
+        return t if self.positional else 1
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The dimensions of (N, T, ...) activations that one constant averages over."""
+        return (0,) if self.positional else (0, 1)
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (
+    Scheme("mean", "one mean per position (the paper's): only the patching prompts' length", True, True),
+    Scheme("mean-pooled", "one mean over every patching prompt and position: any prompt length", False, True),
+    Scheme("zero", "zero: nothing left where a component was", False, False),
+)}
+BARE = "zero"  # the scheme of a model with nothing removed or folded (a teacher, a student): no constants
+
+
+def scheme(name: str) -> Scheme:
+    """The scheme called `name`; an unknown one -> BenchError."""
+    if name not in SCHEMES:
+        raise BenchError(f"unknown ablation scheme {name!r}; use one of: {', '.join(SCHEMES)}")
+    return SCHEMES[name]
 
 
 def length_error(t: int, lo: int, hi: int) -> str:
@@ -63,8 +97,7 @@ class Circuit:
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.ablation not in SCHEMES:
-            raise BenchError(f"unknown ablation scheme {self.ablation!r}; use one of {', '.join(SCHEMES)}")
+        scheme(self.ablation)
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
             raise BenchError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         for layer, head in self.heads:

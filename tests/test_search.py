@@ -50,7 +50,7 @@ def test_kl_last_by_hand():
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_fast_scorer_equals_hooks(arch, scheme):
     model = MODELS[arch](1)
     means = collect_means(model, tiny_ids(8, 10, seed=4), scheme)
@@ -70,7 +70,7 @@ def search_setup(arch: str, scheme: str, include_mlps: bool = True):
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 @pytest.mark.parametrize("include_mlps", [True, False])
 def test_fast_path_returns_the_reference_circuit(arch, scheme, include_mlps):
     model, means, ids, order = search_setup(arch, scheme, include_mlps)
@@ -99,7 +99,7 @@ def test_speculation_decides_by_hand_with_the_plain_walks_kls():
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_speculative_fast_engine_returns_the_plain_circuit(arch, scheme):
     """States run stacked in one batch through the fast engine: the same KLs (to float noise) and circuit."""
     model, means, ids, order = search_setup(arch, scheme)

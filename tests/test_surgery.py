@@ -9,7 +9,7 @@ from models.ablation import collect_means, hooked_logits
 from models.io import load_pruned, save_pruned
 from models.pruned import count_params, count_params_of, last_attention
 from models.surgery import prune
-from models.types import SCHEMES, BenchError, Component
+from models.types import SCHEMES, BenchError, Component, Scheme
 from tests.tiny import tiny_gemma3, tiny_gpt2, tiny_ids, tiny_llama, tiny_mistral, tiny_neox, tiny_qwen2
 
 MODELS = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral,
@@ -28,7 +28,7 @@ def random_removed(model, seed: int) -> set[Component]:
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 @pytest.mark.parametrize("seed", range(4))
 def test_pruned_equals_hook_ablated(arch, scheme, seed):
     model = MODELS[arch](seed)
@@ -39,6 +39,23 @@ def test_pruned_equals_hook_ablated(arch, scheme, seed):
     pruned = prune(model, removed, means)
     assert torch.allclose(pruned(ids), ref, atol=1e-4, rtol=0)
     assert torch.allclose(pruned(ids, last_only=True), ref[:, -1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("positional", [True, False])
+def test_a_scheme_is_one_registry_entry(monkeypatch, tmp_path, positional):
+    """A scheme registered in models.types.SCHEMES alone is collected, pruned, saved and reloaded like the others:
+    nothing else names schemes."""
+    monkeypatch.setitem(SCHEMES, "new", Scheme("new", "a test scheme", positional, True))
+    model = tiny_llama(1)
+    means = collect_means(model, tiny_ids(8, 10, seed=101), "new")
+    assert means.positional is positional and means.z.shape[1] == (10 if positional else 1)
+    removed = random_removed(model, 1)
+    ids = tiny_ids(5, 10, seed=1)
+    pruned = prune(model, removed, means)
+    assert torch.allclose(pruned(ids), hooked_logits(model, ids, removed, means, last_only=False), atol=1e-4, rtol=0)
+    save_pruned(pruned, tmp_path / "m")
+    again, _ = load_pruned(tmp_path / "m")
+    assert again.cfg.scheme == "new" and torch.equal(again(ids), pruned(ids))
 
 
 @pytest.mark.parametrize("arch", MODELS)
@@ -115,7 +132,7 @@ def test_corrupt_manifest_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_counting_from_config_matches_the_built_model(arch, scheme):
     model = MODELS[arch]()
     means = collect_means(model, tiny_ids(), scheme)
@@ -192,7 +209,7 @@ def test_manifests_from_before_the_family_flags_still_load(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", MODELS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_a_shared_prefix_run_once_gives_the_logits_and_gradients_of_the_whole_batch(arch, scheme):
     """The fit's fast path: rows that share their first p tokens run the prefix once; the answer logits, and their
     gradient in the constants, are those of the plain forward."""

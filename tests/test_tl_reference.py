@@ -53,7 +53,7 @@ def test_hook_shapes_gqa_z_has_query_heads(pair):
     assert cache[HOOK_MLP.format(0)].shape == (3, 7, s.d_model)
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_means_and_ablated_logits_match(pair, scheme):
     name, model, bridge = pair
     ids = tiny_ids(8, 10, seed=1)
@@ -78,7 +78,7 @@ def test_hooks_do_not_leak(pair):
     assert all(not hp._forward_hooks for hp in bridge.hook_points())
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_circuits_match(pair, scheme):
     name, model, bridge = pair
     s = arch.shape_of(model)

@@ -34,12 +34,12 @@ class Verb:
 
 
 VERBS = {
-    "extract": Verb("bench.extract", "ExtractArgs", "extract", "print_extract"),
-    "evaluate": Verb("bench.evaluate_run", "EvaluateArgs", "evaluate", "print_evaluate"),
-    "distill": Verb("bench.distill", "DistillArgs", "distill", "print_distill"),
-    "compare": Verb("bench.compare", "CompareArgs", "compare", "print_compare"),
-    "sweep": Verb("bench.sweep", "SweepArgs", "sweep", "print_sweep"),
-    "export": Verb("bench.export", "ExportArgs", "export", "print_export"),
+    "extract": Verb("bench.verbs.extract", "ExtractArgs", "extract", "print_extract"),
+    "evaluate": Verb("bench.verbs.evaluate", "EvaluateArgs", "evaluate", "print_evaluate"),
+    "distill": Verb("bench.verbs.distill", "DistillArgs", "distill", "print_distill"),
+    "compare": Verb("bench.verbs.compare", "CompareArgs", "compare", "print_compare"),
+    "sweep": Verb("bench.verbs.sweep", "SweepArgs", "sweep", "print_sweep"),
+    "export": Verb("bench.verbs.export", "ExportArgs", "export", "print_export"),
 }
 
 

@@ -15,5 +15,5 @@ for seed in $seeds; do
     [ -f "$run/metrics.json" ] || bench extract --task "$task" --seed "$seed" --out "$run" --overwrite
   done
 done
-python3 -m bench.perf_fit --runs "$runs"/extract-* --time "$runs"/extract-*-s0 --out results/perf-fit-cpu.md
-python3 -m bench.fit_check --old results/runs-smollm2-cpu --new "$runs" --out results/fit-check-cpu.md
+python3 -m bench.tools.perf_fit --runs "$runs"/extract-* --time "$runs"/extract-*-s0 --out results/perf-fit-cpu.md
+python3 -m bench.tools.fit_check --old results/runs-smollm2-cpu --new "$runs" --out results/fit-check-cpu.md

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.compare import full_model
+from bench.verbs.compare import full_model
 from models.generate import greedy
 from models.io import load_pruned
 from models.loading import load_model

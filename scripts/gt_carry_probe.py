@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.evaluate import accuracy
+from bench.core.metrics import accuracy
 from models import loading
 from models.generate import hf_last_logits
 from models.io import load_pruned

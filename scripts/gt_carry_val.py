@@ -1,10 +1,12 @@
 """Exploration (not the default): greater-than seed S at the defaults, but K of the 40 validation prompts are carry
 years (start year ends in 9) instead of the default's (`val_share`: 7; their share of the draw is ~4); patching
 and test as the default draws them.
-    python results/gt-carry-val-smollm2-135m/carryval.py S K OUT [DEVICE]"""
+The exploration draws its own validation split with `bench extract`'s `data` parameter. Its numbers are in
+results/gt-carry-val-smollm2-135m/.
+    python scripts/gt_carry_val.py S K OUT [DEVICE]"""
 import sys
 
-import bench.extract as ex
+from bench.verbs.extract import ExtractArgs, extract
 from tasks.data import Split, TaskDataModule
 
 S, K, OUT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -24,5 +26,4 @@ class CarryVal(TaskDataModule):
         print(f"val: {len(carry)} carry of {len(self.splits['val'])}")
 
 
-ex.TaskDataModule = CarryVal
-print(ex.extract(ex.ExtractArgs(task="greater-than", seed=S, device=DEVICE, out=OUT)))
+print(extract(ExtractArgs(task="greater-than", seed=S, device=DEVICE, out=OUT), data=CarryVal))

@@ -2,7 +2,7 @@
 # Builds every run behind results/compare-smollm2-135m/ on CPU and writes the report. Runs that already
 # exist are kept, so an interrupted build continues. Each finished extraction is also kept, without its weights,
 # in results/runs-smollm2-cpu/ (commit it): a build on a fresh checkout rebuilds those runs from their records
-# (python -m bench.record restore, checked against the weights' hash) instead of extracting again, so the 9-14 h of
+# (python -m bench.tools.record restore, checked against the weights' hash) instead of extracting again, so the 9-14 h of
 # extractions can span machines. Distilled students have no records; they train in the build that reports.
 # Usage: bash scripts/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
 #   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) prompts, which took 425 s
@@ -26,18 +26,18 @@ seeds=${2:-0 1 2}
 batch=${3:-32}
 pool=$(( steps < 20000 ? steps * batch / 4 : 0 ))
 runs=runs/smollm2-cpu
-records=results/runs-smollm2-cpu  # every finished extraction, without its weights (python -m bench.record)
+records=results/runs-smollm2-cpu  # every finished extraction, without its weights (python -m bench.tools.record)
 mkdir -p "$runs" "$records"
 have() { [ -f "$1/metrics.json" ]; }
 for rec in "$records"/*/; do  # runs of earlier builds, rebuilt from their records and checked bit for bit
   rec=${rec%/}; [ -d "$rec" ] || continue
   run="$runs/$(basename "$rec")"
-  have "$run" || { rm -rf "$run"; python3 -m bench.record restore "$rec" "$run"; }
+  have "$run" || { rm -rf "$run"; python3 -m bench.tools.record restore "$rec" "$run"; }
 done
 extract() {  # extract RUN ARGS...: the run, then its record
   local run=$1; shift
   have "$run" || bench extract "$@" --out "$run" --overwrite
-  [ -d "$records/$(basename "$run")" ] || python3 -m bench.record save "$run" "$records/$(basename "$run")"
+  [ -d "$records/$(basename "$run")" ] || python3 -m bench.tools.record save "$run" "$records/$(basename "$run")"
 }
 for seed in $seeds; do  # the extractions first: they are most of the time, and their records outlive the machine
   for task in ioi greater-than acronyms; do

@@ -1,5 +1,5 @@
 """The seeds tables of results/seeds-cpu-*/README.md: one row per `bench extract` run, then mean ± std (sample
-std) over them, from each run's metrics.json and the rows `python -m bench.offtemplate --out X.md` saved in X.json
+std) over them, from each run's metrics.json and the rows `python -m bench.tools.offtemplate --out X.md` saved in X.json
 ("—" for a task with no off-template phrasings; no mean row for a single run).
 
     python scripts/seeds_table.py results/seeds-cpu-ioi-smollm2-135m/offtemplate.json RUN... > table.md

@@ -3,7 +3,7 @@ and the up-front refusal of a batch that cannot fit, are in test_cli)."""
 import pytest
 import torch
 
-from bench.evaluate import accuracy, kl_to
+from bench.core.metrics import accuracy, kl_to
 from models.ablation import collect_means
 from models.fast import FastScorer
 from models.search import BatchCache, HookScorer, Search, nbytes

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bench import memory
+from bench.core import memory
 from bench.cli import main
-from bench.curves import read_scalars
-from bench.extract import ExtractArgs
+from bench.report.curves import read_scalars
+from bench.verbs.extract import ExtractArgs
 from models import loading
 from models.ablation import hooked_logits
 from models.io import CONSTANTS, load_means, load_pruned
@@ -564,8 +564,8 @@ def m_kl(run: Path) -> float:
 @pytest.mark.parametrize("where", ["search", "fit"])
 def test_ctrl_c_in_the_search_or_the_fit_says_so_and_publishes_nothing(where, model_dirs, tmp_path, monkeypatch,
                                                                         capfd):
-    from bench.extraction import ExtractionModule
-    from bench.fitting import ConstantsFit
+    from bench.core.extraction import ExtractionModule
+    from bench.core.fitting import ConstantsFit
 
     def interrupt(self, batch, batch_idx):
         raise KeyboardInterrupt

@@ -15,11 +15,11 @@ import torch
 from rich.console import Console
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import bench.latency
+import bench.core.latency
 from bench.cli import main
-from bench.compare import CompareArgs, compare, full_model, print_compare
-from bench.latency import measure
-from bench.report import CKD, FULL, HEADS, HF, KD, MLPS
+from bench.verbs.compare import CompareArgs, compare, full_model, print_compare
+from bench.core.latency import measure
+from bench.report.results import CKD, FULL, HEADS, HF, KD, MLPS
 from models.types import BenchError
 
 TASK = "greater-than"
@@ -260,7 +260,7 @@ class Counting(torch.nn.Module):
 def test_latency_median_and_p95_of_known_times(monkeypatch):
     """20 timed runs of 1..20 ms in a scrambled order: median 10.5, p95 the 19th smallest; warm-up runs untimed."""
     times = iter([float((7 * i) % 20 + 1) for i in range(20)])
-    monkeypatch.setattr(bench.latency, "_time_once", lambda fn, device: next(times))
+    monkeypatch.setattr(bench.core.latency, "_time_once", lambda fn, device: next(times))
     model = Counting()
     lat = measure(model, torch.zeros(4, 6, dtype=torch.long), runs=20, warmup=3)
     assert (lat.median_ms, lat.p95_ms, lat.runs, lat.batch, lat.seq_len) == (10.5, 19.0, 20, 4, 6)
@@ -363,7 +363,7 @@ def test_cli(runs, tmp_path, capsys, monkeypatch):
 
 
 def test_distillation_curves_come_from_the_runs_logs(runs):
-    from bench.curves import read_scalars
+    from bench.report.curves import read_scalars
 
     for name in ("d-random-s0", "d-circuit-s0"):
         s = read_scalars(runs / name)

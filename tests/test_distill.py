@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from bench.cli import main
-from bench.curves import read_scalars
-from bench.distillation import DistillationModule, l_distill, size_student
+from bench.report.curves import read_scalars
+from bench.core.distillation import DistillationModule, l_distill, size_student
 from models.io import load_pruned
 from models.pruned import PrunedConfig, count_params_of
 from models.types import BenchError
@@ -77,7 +77,7 @@ def test_student_learns_the_teacher_from_the_stream(teacher, tmp_path, capsys):
 
 
 def test_the_stream_is_seeded_fresh_and_never_holds_an_evaluation_prompt(teacher, smollm2_tokenizer):
-    from bench.distill_data import TaskStream, eval_prompts
+    from bench.core.distill_data import TaskStream, eval_prompts
     from tasks import get_task
     from tasks.data import TaskDataModule
 
@@ -98,7 +98,7 @@ def test_the_stream_is_seeded_fresh_and_never_holds_an_evaluation_prompt(teacher
 
 
 def test_the_pool_passes_over_its_prompts_as_a_function_of_the_step(smollm2_tokenizer):
-    from bench.distill_data import TaskStream, TeacherPool, eval_prompts
+    from bench.core.distill_data import TaskStream, TeacherPool, eval_prompts
     from tasks import get_task
     from tasks.data import TaskDataModule
 
@@ -239,20 +239,20 @@ def test_bad_inputs_are_one_line_and_exit_2(teacher, run_dir, tmp_path, capsys):
 
 
 def test_perf_benchmark_writes_its_table(teacher, tmp_path):
-    from bench.latency import cpu_name
-    from bench.perf_distill import main as perf
+    from bench.core.latency import cpu_name
+    from bench.tools.perf_distill import main as perf
 
     out = tmp_path / "perf.md"
     assert perf(["--model", teacher, "--steps", "2", "--warmup", "1", "--batch-size", "4", "--out", str(out)]) == 0
     text = out.read_text()
     assert "| teacher forward |" in text and "| backward |" in text and "| `bench distill`'s Lightning loop |" in text
     assert "×** the hand-written loop's steps/s" in text and "of the hand-written step" in text
-    assert torch.__version__ in text and "python -m bench.perf_distill" in text
+    assert torch.__version__ in text and "python -m bench.tools.perf_distill" in text
     assert f"cpu ({cpu_name()}, " in text  # the CPU by name, as runs and bench compare give it
 
 
 def test_a_batch_that_cannot_fit_is_refused(teacher, tmp_path, monkeypatch, capsys):
-    from bench import memory
+    from bench.core import memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1024 ** 2)  # a 1 MB machine
     argv = ["distill", "--task", "ioi", "--model", teacher, "--layers", "1", "--heads", "1", "--d-mlp", "4",
@@ -264,10 +264,10 @@ def test_a_batch_that_cannot_fit_is_refused(teacher, tmp_path, monkeypatch, caps
 
 
 def test_in_a_terminal_the_bar_counts_steps_not_epochs(teacher, tmp_path, monkeypatch, capsys):
-    import bench.distillation
+    import bench.core.distillation
     from rich.console import Console
 
-    monkeypatch.setattr(bench.distillation, "Console", lambda: Console(force_terminal=True))
+    monkeypatch.setattr(bench.core.distillation, "Console", lambda: Console(force_terminal=True))
     distill(teacher, tmp_path / "t", "--steps", "3", "--val-every", "2")
     out = capsys.readouterr().out
     assert "3/3" in out and "Epoch" not in out and "train/l_distill" in out

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bench.export import runner
+from bench.verbs.export import runner
 from models.io import load_pruned
 from tests.test_cli import MAIN_ALPHA, extract_argv, run_ok
 
@@ -57,7 +57,7 @@ def test_export_refuses_to_overwrite_and_bad_formats(runs, tmp_path, capsys):
 
 
 def test_a_file_that_disagrees_is_not_kept(runs, tmp_path, monkeypatch, capsys):
-    import bench.export as export
+    import bench.verbs.export as export
 
     wrong = lambda fmt, path: (lambda ids: torch.zeros(len(ids), 1))  # noqa: E731
     monkeypatch.setattr(export, "runner", wrong)

@@ -5,12 +5,12 @@ import itertools
 import pytest
 import torch
 
-from bench.evaluate import kl_to
-from bench.extract import patching_means
-from bench.fitting import (MIN_GAIN, PATIENCE, AnswerPool, ConstantsFit, FitOptions, Jittered, Plateau, filler,
+from bench.core.metrics import kl_to
+from bench.core.pipeline import patching_means
+from bench.core.fitting import (MIN_GAIN, PATIENCE, AnswerPool, ConstantsFit, FitOptions, Jittered, Plateau, filler,
                            fit_means, pruned_teacher_answer, teacher_answer)
-from bench.distill_data import TaskStream, eval_prompts
-from bench.distillation import kl_mean
+from bench.core.distill_data import TaskStream, eval_prompts
+from bench.core.distillation import kl_mean
 from models import loading
 from models.ablation import Means, ablated, hooked_logits, no_means
 from models.generate import greedy, hf_last_logits

@@ -1,5 +1,5 @@
-"""bench.offtemplate: pruned models on phrasings in none of the templates, at their own token lengths; and
-bench.fit_probe, which refits a run's constants under other fit settings and scores them there too."""
+"""bench.tools.offtemplate: pruned models on phrasings in none of the templates, at their own token lengths; and
+bench.tools.fit_probe, which refits a run's constants under other fit settings and scores them there too."""
 import json
 import shutil
 from pathlib import Path
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.extract import prepare
-from bench.fit_probe import main as fit_probe
-from bench.offtemplate import main as offtemplate
+from bench.core.pipeline import prepare
+from bench.tools.fit_probe import main as fit_probe
+from bench.tools.offtemplate import main as offtemplate
 from tasks import get_task
 from tasks.data import SPLITS, load_splits
 
@@ -74,7 +74,7 @@ def test_the_fit_probe_refits_a_runs_circuit_and_reproduces_the_run(runs, tmp_pa
 
 def test_the_fit_probe_scores_the_runs_own_saved_prompts(runs, tmp_path, monkeypatch):
     """Not prompts drawn again from today's registry, which may have grown since the run."""
-    import bench.extract  # fit_probe prepares a run through bench.extract.prepare_run
+    import bench.core.pipeline  # fit_probe prepares a run through bench.core.pipeline.prepare_run
     run = tmp_path / "run"
     shutil.copytree(runs["mean-pooled"], run)
     test = run / "splits" / "test.jsonl"
@@ -84,7 +84,7 @@ def test_the_fit_probe_scores_the_runs_own_saved_prompts(runs, tmp_path, monkeyp
     def spy(args, splits=None):
         seen.append(prepare(args, splits))
         return seen[-1]
-    monkeypatch.setattr(bench.extract, "prepare", spy)
+    monkeypatch.setattr(bench.core.pipeline, "prepare", spy)
     assert fit_probe(["--runs", str(run), "--variants", "steps=0", "--n", "2", "--device", "cpu"]) == 0
     saved = load_splits(run / "splits")
     assert [seen[0].dm.split(s).examples for s in SPLITS] == [saved[s].examples for s in SPLITS]

@@ -1,7 +1,7 @@
-"""`python -m bench.perf` end to end on a tiny model: the tables it writes, not their timings."""
+"""`python -m bench.tools.perf` end to end on a tiny model: the tables it writes, not their timings."""
 import pytest
 
-from bench.perf import main as perf
+from bench.tools.perf import main as perf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,10 +1,11 @@
-"""The cached-teacher benchmark: its bounded (top-k + rest) loss, and `python -m bench.perf_teacher` on a tiny model."""
+"""The cached-teacher benchmark: its bounded (top-k + rest) loss, and `python -m bench.tools.perf_teacher` on a tiny
+model."""
 import pytest
 import torch
 
-from bench.distillation import l_distill
-from bench.latency import cpu_name
-from bench.perf_teacher import l_distill_top_k, main as perf_teacher, top_k_targets
+from bench.core.distillation import l_distill
+from bench.core.latency import cpu_name
+from bench.tools.perf_teacher import l_distill_top_k, main as perf_teacher, top_k_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.offtemplate import score_run
+from bench.tools.offtemplate import score_run
 from models import loading
 from models.ablation import collect_means, hooked_logits
 from models.io import CONSTANTS, load_means, load_pruned

@@ -1,14 +1,14 @@
-"""bench.record: an extraction run kept without its weights, and rebuilt from that record bit for bit."""
+"""bench.tools.record: an extraction run kept without its weights, and rebuilt from that record bit for bit."""
 from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import bench.record
+import bench.tools.record
 from bench.cli import main
-from bench.evaluate_run import EvaluateArgs, evaluate
-from bench.record import FOLDED, PRUNED, RECORD, main as record, sha256
+from bench.verbs.evaluate import EvaluateArgs, evaluate
+from bench.tools.record import FOLDED, PRUNED, RECORD, main as record, sha256
 from models.io import CONSTANTS
 
 
@@ -62,7 +62,7 @@ def test_a_restore_on_a_cpu_that_rounds_the_folded_constants_otherwise_gets_the_
     """Surgery folds the removed heads' constants with a matmul, whose last bits depend on the CPU's kernels."""
     rec, back = tmp_path / "rec", tmp_path / "back"
     assert record(["save", str(run), str(rec)]) == 0
-    prune = bench.record.prune
+    prune = bench.tools.record.prune
 
     def another_cpu(*args, **kw):
         model = prune(*args, **kw)
@@ -71,6 +71,6 @@ def test_a_restore_on_a_cpu_that_rounds_the_folded_constants_otherwise_gets_the_
                 b.mul_(1 + 1e-6)
         return model
 
-    monkeypatch.setattr(bench.record, "prune", another_cpu)
+    monkeypatch.setattr(bench.tools.record, "prune", another_cpu)
     assert record(["restore", str(rec), str(back)]) == 0
     assert sha256(back / PRUNED) == sha256(run / PRUNED)

@@ -155,7 +155,7 @@ def test_sweep_reports_roc_for_a_planted_circuit(planted_dir, tmp_path, monkeypa
 
     from rich.console import Console
 
-    from bench.sweep import COLUMNS, ROC_COLUMNS, SweepArgs, print_sweep, sweep
+    from bench.verbs.sweep import COLUMNS, ROC_COLUMNS, SweepArgs, print_sweep, sweep
 
     truth = PublishedCircuit("ioi", "planted in this test", frozenset(PLANTED_DIR), {"planted": sorted(PLANTED_DIR)},
                              ())

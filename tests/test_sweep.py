@@ -15,7 +15,7 @@ from rich.console import Console
 from functools import partial
 
 from bench.cli import gather_list
-from bench.sweep import COLUMNS, SweepArgs, alpha_dir, print_sweep, sweep
+from bench.verbs.sweep import COLUMNS, SweepArgs, alpha_dir, print_sweep, sweep
 from models.types import BenchError, Circuit
 
 SMALL = dict(n_patching=4, n_val=4, n_test=6, fit_steps=5)
@@ -117,7 +117,7 @@ def test_plots_are_valid_pngs(swept):
 def test_each_alpha_runs_from_scratch(swept, gpt2_dir):
     """Each alpha's circuit is what Algorithm 1 alone gives at that alpha, here with the reference engine (one
     hooked forward of the HF model per candidate) on the same prompts and means."""
-    from bench.sweep import load
+    from bench.verbs.sweep import load
     from models.search import HookScorer, Search
     from models.types import candidate_order
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from bench.memory import require
+from bench.core.memory import require
 from models.types import BenchError
 from tasks.base import Example, Task, draw_examples
 from tasks.data import SPLITS, TaskDataModule

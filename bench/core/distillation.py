@@ -21,12 +21,12 @@ from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 from rich.text import Text
 
-from bench import progress
+from bench.core import progress
 from models.ablation import no_means
 from models.generate import greedy
 from models.pruned import EMBEDDINGS, PrunedConfig, PrunedModel, count_params_of
 from models.surgery import copy_ends, pruned_config
-from models.types import BenchError
+from models.types import BARE, BenchError
 from tasks.base import Task
 from tasks.data import TaskAccuracy
 
@@ -65,7 +65,7 @@ def student_config(base: PrunedConfig, group: int, layers: int, heads: int, d_ml
     """A full student of the teacher's family: n_kv_heads = heads // group when divisible (GQA), else heads."""
     kv = heads // group if heads % group == 0 else heads
     return replace(base, d_mlp=d_mlp, n_heads=heads, n_kv_heads=kv, heads=[list(range(heads)) for _ in range(layers)],
-                   mlps=[True] * layers, scheme="zero", meta=dict(meta or {}))
+                   mlps=[True] * layers, scheme=BARE, meta=dict(meta or {}))
 
 
 def size_student(base: PrunedConfig, group: int, n_layers: int, target: int, tol: float = 0.10) -> tuple[int, int, int]:

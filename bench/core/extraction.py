@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from bench import progress
+from bench.core import progress
 from models.pruned import PrunedConfig, count_params_of
 from models.search import BatchedScorer, Search, Step
 from models.types import Component

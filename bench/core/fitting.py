@@ -35,14 +35,14 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from bench import progress
-from bench.memory import require
-from bench.distill_data import TaskStream, eval_prompts
-from bench.distillation import kl_mean, progress_bar
+from bench.core import progress
+from bench.core.memory import require
+from bench.core.distill_data import TaskStream, eval_prompts
+from bench.core.distillation import kl_mean, progress_bar
 from models.ablation import Means, no_means
 from models.pruned import PrunedModel
 from models.surgery import prune, refill_constants
-from models.types import Component
+from models.types import Component, scheme
 from tasks.base import Task, Tokenizer, bos_prefix, encode
 from tasks.data import TaskDataModule
 
@@ -306,7 +306,7 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
     `options.steps == 0`, nothing removed or zero ablation (which has no constants: zero stays zero), `means`."""
     info = {"steps": 0, "max_steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "jitter": 0,
             "lengths": [], "pool": 0, "check_every": options.check_every, "wall_s": 0.0}
-    if options.steps == 0 or not removed or means.scheme == "zero":
+    if options.steps == 0 or not removed or not scheme(means.scheme).constants:
         return means, info
     device, start = next(model.parameters()).device, time.perf_counter()
     frozen = [p for p in model.parameters() if p.requires_grad]

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.types import BenchError, Circuit, read_json
-from tasks.data import load_splits
+from bench.core.rundir import RunDir
+from models.types import BenchError, Circuit
 
 
 @dataclass
@@ -24,8 +24,8 @@ class ExtractionRun:
 
 def read_run(path: Path) -> ExtractionRun:
     """The circuit, metrics and splits of a `bench extract` run; anything missing or corrupt -> BenchError."""
-    circuit = Circuit.load(path / "circuit.json")
-    metrics = read_json(path / "metrics.json")
+    rd = RunDir(path)
+    circuit, metrics = rd.circuit(), rd.metrics()
     try:
         target = metrics["pruned"]["non_embedding"]
         if isinstance(target, bool) or not isinstance(target, int) or target < 1:
@@ -33,7 +33,7 @@ def read_run(path: Path) -> ExtractionRun:
     except (KeyError, TypeError, ValueError) as e:
         raise BenchError(f"{path / 'metrics.json'} is corrupt ({type(e).__name__}: {e}); "
                          "re-run `bench extract`") from None
-    return ExtractionRun(path, circuit, metrics, load_splits(path / "splits"))
+    return ExtractionRun(path, circuit, metrics, rd.splits())
 
 
 def match_info(run: ExtractionRun | None, student: dict) -> dict | None:

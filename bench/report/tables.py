@@ -1,163 +1,14 @@
-"""What `bench compare` measured, and how it is written: per-method rows (mean ± std over runs), the markdown
-report in the manner of the paper's Table 1 with a paragraph that reads the numbers, CSV files and PNG plots."""
+"""How a comparison is written: the markdown report in the manner of the paper's Table 1, with a paragraph that
+reads the numbers, the CSV files, and the figures beside them."""
 from __future__ import annotations
 
 import csv
 import math
-import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from bench.latency import Latency
-
-FULL, HF = "full model", "full model (HF reference)"
-MLPS, HEADS = "circuit (heads + MLPs)", "circuit (heads only)"
-KD, CKD = "distilled (random init)", "circuit + KD"
-METHODS = (FULL, HF, MLPS, HEADS, KD, CKD)
-REFERENCES = (FULL, HF)  # the unreduced model; every other method is "reduced"
-
-
-@dataclass
-class Measurement:
-    """One model scored on one test split: a run's pruned model or student, or the full model."""
-
-    task: str
-    method: str
-    settings: str  # what replicates of a method share (alpha, ablation, steps, ...)
-    run: str  # the run directory; "" for the full model
-    seed: int | None
-    split: str  # short digest of the test split it was scored on
-    n_test: int
-    non_embedding: int
-    accuracy: float
-    kl_to_full: float
-    latency: Latency  # batch = the whole test split
-    latency_b1: Latency
-    full_non_embedding: int
-    full_accuracy: float  # the full model on the same split
-    search_s: float | None = None
-    train_s: float | None = None
-    reported: dict = field(default_factory=dict)  # what the run's own metrics.json says
-    full_latency_ms: float = math.nan  # the full model's median latencies on the same split
-    full_latency_b1_ms: float = math.nan
-    heldout_accuracy: float = math.nan  # on the run's test-heldout split (held-out templates)
-    heldout_kl_to_full: float = math.nan
-    full_heldout_accuracy: float = math.nan
-
-    @property
-    def params_delta_pct(self) -> float:
-        return 100 * (self.non_embedding / self.full_non_embedding - 1)
-
-    @property
-    def latency_delta_pct(self) -> float:
-        return 100 * (self.latency.median_ms / self.full_latency_ms - 1)
-
-    @property
-    def latency_b1_delta_pct(self) -> float:
-        return 100 * (self.latency_b1.median_ms / self.full_latency_b1_ms - 1)
-
-    @property
-    def accuracy_delta_pts(self) -> float:
-        return 100 * (self.accuracy - self.full_accuracy)
-
-    @property
-    def heldout_accuracy_delta_pts(self) -> float:
-        return 100 * (self.heldout_accuracy - self.full_heldout_accuracy)
-
-    @property
-    def build_s(self) -> float | None:
-        parts = [s for s in (self.search_s, self.train_s) if s is not None]
-        return sum(parts) if parts else None
-
-
-@dataclass
-class TaskResult:
-    task: str
-    measurements: list[Measurement]
-    splits: dict[str, list[int | None]]  # split digest -> the seeds of the runs scored on it
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def shared(self) -> bool:
-        return len(self.splits) == 1
-
-
-@dataclass
-class CompareResult:
-    out: Path
-    model: str
-    command: str
-    env: dict  # device, dtype, torch, transformers, latency_runs, warmup
-    tasks: list[TaskResult]
-
-
-# ---- rows: one per method (and settings), mean ± std over its runs -------------------------------------
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float | None  # None for a single value
-    n: int
-
-
-def stat(values: list[float | None]) -> Stat | None:
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None
-    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
-
-
-METRICS: dict[str, Callable[[Measurement], float | None]] = {
-    "non_embedding": lambda m: m.non_embedding,
-    "params_delta_pct": lambda m: m.params_delta_pct,
-    "accuracy": lambda m: m.accuracy,
-    "accuracy_delta_pts": lambda m: m.accuracy_delta_pts,
-    "kl_to_full": lambda m: m.kl_to_full,
-    "heldout_accuracy": lambda m: m.heldout_accuracy,
-    "heldout_accuracy_delta_pts": lambda m: m.heldout_accuracy_delta_pts,
-    "heldout_kl_to_full": lambda m: m.heldout_kl_to_full,
-    "latency_median_ms": lambda m: m.latency.median_ms,
-    "latency_p95_ms": lambda m: m.latency.p95_ms,
-    "latency_b1_median_ms": lambda m: m.latency_b1.median_ms,
-    "latency_b1_p95_ms": lambda m: m.latency_b1.p95_ms,
-    "latency_delta_pct": lambda m: m.latency_delta_pct,
-    "latency_b1_delta_pct": lambda m: m.latency_b1_delta_pct,
-    "search_s": lambda m: m.search_s,
-    "train_s": lambda m: m.train_s,
-    "build_s": lambda m: m.build_s,
-    "warmup_s": lambda m: m.latency.warmup_s + m.latency_b1.warmup_s,  # compilation and graph capture included
-}
-
-
-@dataclass
-class Row:
-    method: str
-    label: str
-    settings: str
-    runs: list[Measurement]
-
-    def __getitem__(self, metric: str) -> Stat | None:
-        return stat([METRICS[metric](m) for m in self.runs])
-
-    @property
-    def n(self) -> int:
-        return len(self.runs)
-
-    @property
-    def reduced(self) -> bool:
-        return self.method not in REFERENCES
-
-
-def rows(task: TaskResult) -> list[Row]:
-    """One row per (method, settings), in METHODS order; the label names the settings only when a method
-    has several in this task."""
-    groups: dict[tuple[str, str], list[Measurement]] = {}
-    for m in task.measurements:
-        groups.setdefault((m.method, m.settings), []).append(m)
-    several = {method for method, _ in groups if sum(k[0] == method for k in groups) > 1}
-    keys = sorted(groups, key=lambda k: (METHODS.index(k[0]), k[1]))
-    return [Row(meth, f"{meth} [{s}]" if meth in several else meth, s, groups[(meth, s)]) for meth, s in keys]
+from bench.report.figures import plot_task
+from bench.report.results import (CKD, FULL, HEADS, HF, KD, METRICS, MLPS, CompareResult, Measurement, Row, Stat,
+                                  TaskResult, batches, rows)
 
 
 # ---- formatting ----------------------------------------------------------------------------------------
@@ -171,10 +22,6 @@ def pm(s: Stat | None, spec: str, scale: float = 1.0, suffix: str = "") -> str:
 
 def small(x: float) -> str:
     return "0" if x == 0 else (f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.1e}")
-
-
-def batches(task: TaskResult) -> str:
-    return "/".join(str(b) for b in sorted({m.latency.batch for m in task.measurements}))
 
 
 HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "KL to full",
@@ -284,71 +131,6 @@ def _hf(table: list[Row], full: Row) -> str:
     return (f"As a check, the full model as a PrunedModel matches the Hugging Face model (KL "
             f"{small(hf['kl_to_full'].mean)}, accuracy {hf['accuracy'].mean:.1%}); at b={full.runs[0].latency.batch} "
             f"they take {full['latency_median_ms'].mean:.2f} ms and {hf['latency_median_ms'].mean:.2f} ms.")
-
-
-# ---- plots (matplotlib's object API on the Agg canvas: no pyplot, no global backend) ---------------------
-
-MARKERS = dict(zip(METHODS, "*oXsd^"))
-
-
-def _figure(width: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_accuracy(task: TaskResult, table: list[Row], path: Path) -> None:
-    """Accuracy against non-embedding parameters: each method a series (its runs, and mean ± std when n >= 2)."""
-    fig = _figure(6.4)
-    ax = fig.add_subplot()
-    for i, r in enumerate(table):
-        color = f"C{i}"
-        xs, ys = [m.non_embedding for m in r.runs], [100 * m.accuracy for m in r.runs]
-        ring = r.method == HF  # a ring around the full model's star: both sit on the same point
-        ax.scatter(xs, ys, marker=MARKERS[r.method], alpha=0.5 if r.n > 1 else 1.0, label=r.label,
-                   s=260 if ring else 70, facecolors="none" if ring else color, edgecolors=color,
-                   zorder=1 if ring else 2)
-        ax.scatter(xs, [100 * m.heldout_accuracy for m in r.runs], marker=MARKERS[r.method], s=40,
-                   facecolors="none", edgecolors=color, linewidths=1, zorder=2)
-        if r.n > 1:
-            p, a = r["non_embedding"], r["accuracy"]
-            ax.errorbar(p.mean, 100 * a.mean, xerr=p.std, yerr=100 * a.std, color=color, capsize=3,
-                        marker=MARKERS[r.method], markersize=9)
-    ax.set_xscale("log")
-    ax.set_xlabel("non-embedding parameters (log)")
-    ax.set_ylabel("accuracy (%): filled test, hollow held-out templates")
-    ax.set_title(f"{task.task}: accuracy vs size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-
-
-def plot_latency(task: TaskResult, table: list[Row], path: Path) -> None:
-    """Median latency bars (error bars: std over runs) at batch = the test set and at batch 1."""
-    fig = _figure(max(6.4, 1.3 * len(table) + 2))
-    for j, (key, b) in enumerate((("latency", batches(task)), ("latency_b1", "1"))):
-        ax = fig.add_subplot(1, 2, j + 1)
-        stats = [r[f"{key}_median_ms"] for r in table]
-        ax.bar(range(len(table)), [s.mean for s in stats], yerr=[s.std or 0 for s in stats], capsize=3,
-               color=[f"C{i}" for i in range(len(table))])
-        ax.set_xticks(range(len(table)), [r.label for r in table], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("median latency (ms)")
-        ax.set_title(f"{task.task}, batch {b}")
-        ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=110)
-
-
-def plot_task(task: TaskResult, table: list[Row], directory: Path) -> list[str]:
-    from bench.curves import plot_training
-
-    names = [f"accuracy-vs-params-{task.task}.png", f"latency-{task.task}.png"]
-    plot_accuracy(task, table, directory / names[0])
-    plot_latency(task, table, directory / names[1])
-    curves = f"distillation-{task.task}.png"
-    return names + ([curves] if plot_training(task, directory / curves) else [])
 
 
 # ---- files ---------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Check: two fits of the same circuits scored side by side. For each pair of `bench extract` runs of the same name
 under --old and --new (the same task, seed and circuit), both runs' saved constants are scored on the new run's
 prompts: accuracy and KL to the full model on the test split (training templates), on the held-out templates and
-on the task's off-template phrasings (`bench.offtemplate`), with each run's fit seconds:
+on the task's off-template phrasings (`bench.tools.offtemplate`), with each run's fit seconds:
 
-    python -m bench.fit_check --old results/runs-smollm2-cpu --new runs/fit-speed --out results/fit-check-cpu.md
+    python -m bench.tools.fit_check --old results/runs-smollm2-cpu --new runs/fit-speed --out results/fit-check-cpu.md
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from bench.extract import evaluate_models, prepare_run
-from bench.match import read_run
-from bench.offtemplate import score_pruned
-from bench.rundir import write_report
+from bench.core.pipeline import evaluate_models, prepare_run
+from bench.core.match import read_run
+from bench.tools.offtemplate import score_pruned
+from bench.core.rundir import RunDir, write_report
 from models.io import CONSTANTS, load_means
 from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
-from models.types import BenchError, read_json
+from models.types import BenchError
 
 KEYS = ("test", "heldout", "offtemplate")
 ACCURACY_POINTS, KL_SHARE = 1.0, 0.05  # the bounds a faster fit is held to
@@ -41,7 +41,7 @@ def score(p, run: Path, full_params: dict, n: int, seed: int) -> dict:
         off = [r for r in score_pruned(p.task, p.model, p.tokenizer, pruned, n, seed, p.device) if "refused" not in r]
     return {"test": m["test_accuracy"], "heldout": m["heldout_accuracy"], "offtemplate": mean(off, "pruned_accuracy"),
             "test_kl": m["test_kl_to_full"], "heldout_kl": m["heldout_kl_to_full"],
-            "offtemplate_kl": mean(off, "kl_to_full"), "fit_s": read_json(run / "metrics.json")["fit"]["wall_s"]}
+            "offtemplate_kl": mean(off, "kl_to_full"), "fit_s": RunDir(run).metrics()["fit"]["wall_s"]}
 
 
 def check_pair(old: Path, new: Path, n: int, device: str) -> dict:
@@ -70,7 +70,7 @@ def cell(new: float, old: float, fmt: str) -> str:
 
 
 def markdown(rows: list[dict], argv: list[str]) -> str:
-    lines = ["# Two fits of the same circuits", "", f"Command: `python -m bench.fit_check {' '.join(argv)}`", "",
+    lines = ["# Two fits of the same circuits", "", f"Command: `python -m bench.tools.fit_check {' '.join(argv)}`", "",
              "Each cell: new (old). Accuracy on the test split, the held-out templates and the off-template "
              "phrasings (their mean); KL to the full model on the same. Within bounds: no accuracy more than "
              f"{ACCURACY_POINTS:g} point under the old fit's, no KL more than {KL_SHARE:.0%} above it. Fit seconds are each "
@@ -88,7 +88,7 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m bench.fit_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.fit_check", description=__doc__.splitlines()[0])
     p.add_argument("--old", required=True, help="a folder of `bench extract` runs")
     p.add_argument("--new", required=True, help="a folder of runs of the same names")
     p.add_argument("--n", type=int, default=100, help="prompts per off-template phrasing")
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder in (args.old, args.new):
             if not Path(folder).is_dir():
                 raise BenchError(f"{folder} is not a directory; give folders of `bench extract` runs")
-        new = sorted(d for d in Path(args.new).iterdir() if (d / "metrics.json").is_file())
-        pairs = [(Path(args.old) / d.name, d) for d in new if (Path(args.old) / d.name / "metrics.json").is_file()]
+        new = sorted(d for d in Path(args.new).iterdir() if RunDir(d).finished)
+        pairs = [(Path(args.old) / d.name, d) for d in new if RunDir(Path(args.old) / d.name).finished]
         if not pairs:
             raise BenchError(f"no run under {args.new} has a namesake under {args.old}")
         rows = []

@@ -1,10 +1,11 @@
 """Check: which fit of the constants generalises. Each run's circuit is kept; its removed components' constants are
 refitted under each fit setting from the same patching means (the run's saved prompts), and each pruned model is
 scored on the test split (training templates), on the held-out templates, on the task's off-template phrasings
-(other lengths, see `bench.offtemplate`) and on the test prompts after a sentence that no fit uses (`SHIFT`: every
+(other lengths, see `bench.tools.offtemplate`) and on the test prompts after a sentence that no fit uses (`SHIFT`: every
 token a few positions later):
 
-    python -m bench.fit_probe --runs runs/extract-ioi-... --variants steps=100 steps=100,jitter=2,every_length=0 \\
+    python -m bench.tools.fit_probe --runs runs/extract-ioi-... \\
+        --variants steps=100 steps=100,jitter=2,every_length=0 \\
         --device cuda --out results/fit-probe-smollm2-135m.md
 """
 from __future__ import annotations
@@ -17,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from bench.evaluate import accuracy
-from bench.extract import evaluate_models, prepare_run
-from bench.fitting import FILLERS, FitOptions, fit_means
-from bench.match import read_run
-from bench.offtemplate import score_pruned
-from bench.rundir import write_report
+from bench.core.metrics import accuracy
+from bench.core.pipeline import evaluate_models, prepare_run
+from bench.core.fitting import FILLERS, FitOptions, fit_means
+from bench.core.match import read_run
+from bench.tools.offtemplate import score_pruned
+from bench.core.rundir import write_report
 from models.generate import hf_last_logits
 from models.pruned import count_params_of
 from models.surgery import prune, pruned_config
@@ -89,7 +90,8 @@ def probe_run(run: Path, variants: list[str], device: str, n: int) -> list[dict]
 
 
 def markdown(rows: list[dict], argv: list[str]) -> str:
-    lines = ["# Fit settings against generalisation", "", f"Command: `python -m bench.fit_probe {' '.join(argv)}`", "",
+    lines = ["# Fit settings against generalisation", "",
+             f"Command: `python -m bench.tools.fit_probe {' '.join(argv)}`", "",
              "Accuracy of each pruned model (the full model's in brackets); off-template: the mean over the task's "
              "off-template phrasings in both orders; shifted: the test prompts after one sentence no fit uses.", "",
              "| task | α | cut | fit | test | held-out | off-template | shifted | test / held-out / off KL | fit s |",
@@ -105,7 +107,7 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m bench.fit_probe", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.fit_probe", description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", required=True, help="`bench extract` run directories")
     p.add_argument("--variants", nargs="+", required=True, help="fit settings, e.g. steps=100,jitter=2")
     p.add_argument("--n", type=int, default=100, help="prompts per off-template phrasing")

@@ -8,7 +8,7 @@ Three parts, in this order, each a few steps run as their own processes under a 
 1. latency: the heads + MLPs circuits of the three tasks (seed 0), restored from their records in
    results/runs-smollm2-cpu/ (extracted on the device if a restore fails), then `bench compare` with the full
    model and the HF reference, eager and compiled (reduce-overhead), fp32 and bf16: OUT/compare-smollm2-135m-gpu/.
-2. perf: `python -m bench.perf` on the device, the reference loop against the fast engine and speculation:
+2. perf: `python -m bench.tools.perf` on the device, the reference loop against the fast engine and speculation:
    OUT/perf-gpu.md.
 3. paper-budget: the IOI seed-0 random-init student at the paper's 20000 steps × 64 prompts, bf16-mixed, with a
    checkpoint every 500 steps: what the budget leaves of it trains now, and a later call continues with
@@ -80,11 +80,11 @@ def latency_steps(out: Path, s: Setting, device: str) -> list[Step]:
         extract = bench("extract", "--task", task, "--seed", "0", *s.model, *s.extract, "--device", device,
                         "--out", str(run), "--overwrite")
         if s.restore:
-            cmds = (("bench.record", "restore", str(RECORDS / run.name), str(run)), extract)
+            cmds = (("bench.tools.record", "restore", str(RECORDS / run.name), str(run)), extract)
         else:  # the dry run has no records of its tiny model: it extracts and makes one, then restores that
             rec = out / "records" / run.name
-            cmds = (extract + ("&&",) + ("bench.record", "save", str(run), str(rec)) + ("&&",)
-                    + ("bench.record", "restore", str(rec), str(out / "restored" / run.name)),)
+            cmds = (extract + ("&&",) + ("bench.tools.record", "save", str(run), str(rec)) + ("&&",)
+                    + ("bench.tools.record", "restore", str(rec), str(out / "restored" / run.name)),)
         steps.append(Step("latency", f"circuit-{task}", cmds, 240))
     for dtype in ("float32", "bfloat16"):
         for mode in s.compiles:
@@ -96,8 +96,8 @@ def latency_steps(out: Path, s: Setting, device: str) -> list[Step]:
 
 
 def plan(out: Path, s: Setting, device: str) -> list[Step]:
-    perf = Step("perf", "perf", (("bench.perf", *s.model, "--device", device, "--tasks", *s.tasks, *s.perf, "--out",
-                                  str(out / "perf-gpu.md")),), 240)
+    perf = Step("perf", "perf", (("bench.tools.perf", *s.model, "--device", device, "--tasks", *s.tasks, *s.perf,
+                                  "--out", str(out / "perf-gpu.md")),), 240)
     run = out / "distill-paper-budget" / "distill-ioi-s0"
     resume = ("--resume",) if (run / "checkpoints" / "last.ckpt").is_file() else ("--overwrite",)
     distill = Step("paper-budget", "distill-ioi-s0", (bench(

@@ -5,7 +5,7 @@ pruned model and the full model answer prompts of every off-template phrasing of
 IOI in both orders), at that phrasing's own length. A position-free model (mean-pooled, zero) takes any length;
 a per-position model (mean) refuses every length but its own, and the table says so:
 
-    python -m bench.offtemplate --runs runs/extract-ioi-... --n 100 --out results/offtemplate-smollm2-135m.md
+    python -m bench.tools.offtemplate --runs runs/extract-ioi-... --n 100 --out results/offtemplate-smollm2-135m.md
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from bench.evaluate import accuracy, kl_to
-from bench.rundir import write_report
+from bench.core.metrics import accuracy, kl_to
+from bench.core.rundir import RunDir, write_report
 from models import loading
 from models.generate import hf_last_logits
 from models.io import load_pruned
-from models.types import BenchError, Circuit
+from models.types import BenchError
 from tasks import get_task
 from tasks.base import after_bos, draw_examples
 from tasks.data import Split
@@ -33,8 +33,8 @@ def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
 
 def score_run(run: Path, model, tok, n: int, seed: int, device) -> list[dict]:
     """One row per off-template phrasing: its length, the full model's and the pruned model's accuracy, the KL."""
-    circuit = Circuit.load(run / "circuit.json")
-    pruned, _ = load_pruned(run / "pruned", device=device)
+    circuit = RunDir(run).circuit()
+    pruned, _ = load_pruned(RunDir(run).model, device=device)
     base = {"run": str(run), "task": circuit.task, "ablation": circuit.ablation}
     return [{**base, **row} for row in score_pruned(get_task(circuit.task), model, tok, pruned, n, seed, device)]
 
@@ -57,7 +57,7 @@ def score_pruned(task, model, tok, pruned, n: int, seed: int, device) -> list[di
 
 
 def markdown(rows: list[dict], args) -> str:
-    lines = ["# Off-template phrasings", "", f"Command: `python -m bench.offtemplate {' '.join(args.argv)}`", "",
+    lines = ["# Off-template phrasings", "", f"Command: `python -m bench.tools.offtemplate {' '.join(args.argv)}`", "",
              "Each phrasing is in none of the task's templates; its prompts have their own token length. "
              f"{args.n} prompts per phrasing, seed {args.seed}.", "",
              "| run | ablation | phrasing | tokens | full model | pruned model (Δ pts) | KL to full |",
@@ -81,7 +81,7 @@ def markdown(rows: list[dict], args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m bench.offtemplate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.offtemplate", description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", required=True, help="`bench extract` run directories (one model)")
     p.add_argument("--n", type=int, default=100, help="prompts per phrasing")
     p.add_argument("--seed", type=int, default=0)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         runs = [Path(r) for r in args.runs]
-        models = {Circuit.load(r / "circuit.json").model for r in runs}
+        models = {RunDir(r).circuit().model for r in runs}
         if len(models) != 1:
             raise BenchError(f"the runs mix models ({', '.join(sorted(models))}); give runs of one model")
         device = loading.resolve_device(args.device)

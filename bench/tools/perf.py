@@ -2,7 +2,7 @@
 
 Both engines run in one process, on the same model, prompts and means, one after the other:
 
-    python -m bench.perf --tasks ioi acronyms greater-than --out results/perf-cpu.md
+    python -m bench.tools.perf --tasks ioi acronyms greater-than --out results/perf-cpu.md
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.latency import measure
+from bench.core.latency import measure
 from models import arch, loading
 from models.ablation import collect_means
 from models.fast import FastScorer
@@ -84,7 +84,7 @@ def bench_task(task_name: str, model, tok, args, device) -> dict:
 def report(rows: list[dict], args, device) -> str:
     alpha = "each task's own" if args.alpha is None else args.alpha
     lines = [f"# Extraction engines and pruned latency — {args.model}", "",
-             f"Command: `python -m bench.perf {' '.join(sys.argv[1:])}`", "",
+             f"Command: `python -m bench.tools.perf {' '.join(sys.argv[1:])}`", "",
              f"Device: {rows[0]['latency']['full_b1']['device']}; torch {torch.__version__}; fp32; "
              f"alpha={alpha}, mean ablation, MLPs included; n_val={args.n_val}, n_patching={args.n_patching}, "
              f"seed={args.seed}. Both engines ran in this one process on the same prompts and means.", "",
@@ -140,7 +140,7 @@ def variant_table(rows: list[dict], key: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.perf", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=loading.DEFAULT_MODEL)
     p.add_argument("--tasks", nargs="+", default=["ioi", "acronyms", "greater-than"])
     p.add_argument("--alpha", type=float, default=None, help="default: each task's own (`Task.alpha`)")

@@ -5,7 +5,7 @@ student's, L_distill, backward, Adam. It runs twice in one process, on copies of
 batches, after warm-up: written out by hand with each part timed, and under `bench distill`'s Lightning loop. The
 ratio is the loop's overhead; the parts say how much of a step is forward and backward:
 
-    python -m bench.perf_distill --model smollm2-135m --task ioi --steps 20 --out results/distill-steps-cpu.md
+    python -m bench.tools.perf_distill --model smollm2-135m --task ioi --steps 20 --out results/distill-steps-cpu.md
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from bench.cli import expected_warnings, normalise, quiet_libraries
-from bench.distill_data import TaskStream
-from bench.distillation import DistillationModule, init_student, l_distill, student_config, teacher_config
-from bench.latency import device_name
+from bench.core.distill_data import TaskStream
+from bench.core.distillation import DistillationModule, init_student, l_distill, student_config, teacher_config
+from bench.core.latency import device_name
 from models import arch, loading
 from models.pruned import count_params, count_params_of
 from models.types import BenchError
@@ -165,7 +165,7 @@ def report(r: dict, args: PerfDistillArgs, argv: list[str]) -> str:
     name = device_name(device)
     layers, heads, d_mlp = r["shape"]
     lines = [f"# Distillation step throughput on the task stream — {args.model}, {args.task}", "",
-             f"Command: `python -m bench.perf_distill {' '.join(argv)}`", "",
+             f"Command: `python -m bench.tools.perf_distill {' '.join(argv)}`", "",
              f"Device: {name}; torch {torch.__version__}; fp32. Batches of {args.batch_size} fresh prompts × {r['t']} "
              f"tokens from the stream. Student: {layers} layers, {heads} heads, d_mlp {d_mlp} "
              f"({r['student_params']:,} non-embedding params; teacher {r['teacher_params']:,}). Mean of {args.steps} "
@@ -186,7 +186,8 @@ def report(r: dict, args: PerfDistillArgs, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     argv = sys.argv[1:] if argv is None else argv
-    p = ArgumentParser(prog="python -m bench.perf_distill", description=__doc__.splitlines()[0], exit_on_error=False)
+    p = ArgumentParser(prog="python -m bench.tools.perf_distill", description=__doc__.splitlines()[0],
+                       exit_on_error=False)
     p.add_class_arguments(PerfDistillArgs)
     try:
         cfg = p.parse_args(normalise(argv))

@@ -7,7 +7,8 @@ teacher in every step), on a pool (the teacher's answers computed once: its buil
 pool with the prompts' common prefix run once per batch. The
 second table reads each run's own `metrics.json`: search and fit seconds and their ratio.
 
-    python -m bench.perf_fit --runs runs/fit-speed/* --time runs/fit-speed/extract-ioi-s0 --out results/perf-fit-cpu.md
+    python -m bench.tools.perf_fit --runs runs/fit-speed/* --time runs/fit-speed/extract-ioi-s0 \\
+        --out results/perf-fit-cpu.md
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from bench.extract import prepare_run
-from bench.fitting import AnswerPool, ConstantsFit, fit_data, pruned_teacher_answer, teacher_answer
-from bench.latency import device_name
-from bench.match import read_run
+from bench.core.pipeline import prepare_run
+from bench.core.fitting import AnswerPool, ConstantsFit, fit_data, pruned_teacher_answer, teacher_answer
+from bench.core.latency import device_name
+from bench.core.match import read_run
+from bench.core.rundir import RunDir
 from models.ablation import no_means
 from models.surgery import prune
-from models.types import BenchError, read_json
+from models.types import BenchError
 
 PARTS = ("batch", "teacher", "forward", "backward", "optimizer")
 
@@ -92,7 +94,7 @@ def time_run(run: Path, steps: int, pool: int, device: str) -> dict:
 
 def report(timed: list[dict], runs: list[Path], argv: list[str]) -> str:
     lines = ["# Where a fit of the constants spends its time", "",
-             f"Command: `python -m bench.perf_fit {' '.join(argv)}`", ""]
+             f"Command: `python -m bench.tools.perf_fit {' '.join(argv)}`", ""]
     if timed:
         lines += [f"Device: {timed[0]['device']}; fp32.", "", "## One step, part by part (seconds per step)", "",
                   f"| run | answer tokens | data | {' | '.join(PARTS)} | step |",
@@ -107,7 +109,7 @@ def report(timed: list[dict], runs: list[Path], argv: list[str]) -> str:
               "| run | search s | fit s | fit steps | (search + fit) / search | ran on |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]
     for run in runs:
-        m, cfg = read_json(run / "metrics.json"), read_json(run / "config.json")
+        m, cfg = RunDir(run).metrics(), RunDir(run).config()
         search, fit = m["search"], m["fit"]
         lines.append(f"| {run.name} | {search['wall_s']:.0f} | {fit['wall_s']:.0f} | {fit['steps']} | "
                      f"{(search['wall_s'] + fit['wall_s']) / search['wall_s']:.2f}× | "
@@ -117,7 +119,7 @@ def report(timed: list[dict], runs: list[Path], argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m bench.perf_fit", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.perf_fit", description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", required=True, help="`bench extract` run directories: their search and fit")
     p.add_argument("--time", nargs="*", default=[], metavar="RUN", help="runs whose fit is timed part by part")
     p.add_argument("--steps", type=int, default=5, help="timed steps per kind of data, after one warm-up step")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps < 1 or args.pool < 1:
             raise BenchError("--steps and --pool must be >= 1")
         for run in runs:
-            if not (run / "metrics.json").is_file():
+            if not RunDir(run).finished:
                 raise BenchError(f"{run} has no metrics.json; give finished `bench extract` run directories")
         timed = [time_run(Path(run), args.steps, args.pool, args.device) for run in args.time]
     except BenchError as e:

@@ -6,7 +6,7 @@ full logits (exact, P × V floats) or their bounded form, the top-k log-probabil
 trains copies of the same student for the same steps and batch size all three ways and reports the wall time and
 the full KL to the teacher (and accuracy) on the validation and held-out-template splits:
 
-    python -m bench.perf_teacher --model smollm2-135m --task ioi --steps 150 --out results/distill-teacher-cpu.md
+    python -m bench.tools.perf_teacher --model smollm2-135m --task ioi --steps 150 --out results/distill-teacher-cpu.md
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from bench.cli import quiet_libraries
-from bench.distill_data import TaskStream, TeacherPool, eval_prompts
-from bench.distillation import (DistillationModule, init_student, l_distill,
+from bench.core.distill_data import TaskStream, TeacherPool, eval_prompts
+from bench.core.distillation import (DistillationModule, init_student, l_distill,
                                 student_config, teacher_config)
-from bench.evaluate import accuracy, kl_to
-from bench.latency import device_name
+from bench.core.metrics import accuracy, kl_to
+from bench.core.latency import device_name
 from models import arch, loading
 from models.pruned import count_params
 from models.types import BenchError
@@ -138,7 +138,7 @@ def report(r: dict, args: argparse.Namespace, argv: list[str]) -> str:
     device, (layers, heads, d_mlp), u = r["device"], r["shape"], r["untrained"]
     name = device_name(device)
     lines = [f"# Teacher logits: in every step, or cached for a pool — {args.model}, {args.task}", "",
-             f"Command: `python -m bench.perf_teacher {' '.join(argv)}`", "",
+             f"Command: `python -m bench.tools.perf_teacher {' '.join(argv)}`", "",
              f"Device: {name}; torch {torch.__version__}; fp32. Three copies of one student ({layers} layers, {heads} "
              f"heads, d_mlp {d_mlp}, {r['params']:,} non-embedding params) each take {args.steps} Adam steps (lr 1e-3) "
              f"of {args.batch_size} prompts × {r['t']} tokens. The pool is the stream's first {args.pool} distinct "
@@ -167,7 +167,7 @@ def report(r: dict, args: argparse.Namespace, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m bench.perf_teacher", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.perf_teacher", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=loading.DEFAULT_MODEL)
     p.add_argument("--task", default="ioi")
     p.add_argument("--steps", type=int, default=150, help="Adam steps per variant")

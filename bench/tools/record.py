@@ -10,8 +10,8 @@ rounding), puts the kept ones in, and checks the weights against the hash, bit f
 for `bench compare`, `bench evaluate` and `bench distill --match`.
 A distilled student is trained weights, a function of nothing small, so distill runs have no record.
 
-Usage: python -m bench.record save RUN RECORD
-       python -m bench.record restore RECORD RUN
+Usage: python -m bench.tools.record save RUN RECORD
+       python -m bench.tools.record restore RECORD RUN
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from bench.rundir import publishing, write_json
+from bench.core.rundir import CIRCUIT, METRICS, RunDir, publishing, write_json
 from models import loading
 from models.io import CONSTANTS, WEIGHTS, load_means, save_pruned
 from models.pruned import CONSTANTS as FOLDED_NAMES
 from models.surgery import prune
-from models.types import BenchError, Circuit, read_json
+from models.types import BenchError, read_json
 
 FORMAT = "circuit-bench/record-v1"
 RECORD = "record.json"
@@ -48,11 +48,11 @@ def sha256(path: Path) -> str:
 
 def _finished_extract(run: Path) -> None:
     """One BenchError line if `run` is not a finished `bench extract` run with its weights."""
-    config = read_json(run / "config.json")
+    config = RunDir(run).config()
     if config.get("command") != "extract":
         raise BenchError(f"{run} is not a `bench extract` run; only extractions have records (a distilled "
                          "student's weights are not a function of anything smaller)")
-    for need in ("metrics.json", "circuit.json", CONSTANTS, str(PRUNED)):
+    for need in (METRICS, CIRCUIT, CONSTANTS, str(PRUNED)):
         if not (run / need).is_file():
             raise BenchError(f"{run} has no {need}: the run is unfinished or incomplete; finish it first")
 
@@ -76,7 +76,7 @@ def rebuild(run: Path, config: dict, folded: dict[str, torch.Tensor]) -> None:
     a = config["args"]
     device, dtype = loading.resolve_device(a["device"]), loading.resolve_dtype(a["dtype"])
     model, _ = loading.load_model(a["model"], device=device, dtype=dtype)
-    circuit = Circuit.load(run / "circuit.json")
+    circuit = RunDir(run).circuit()
     means = load_means(run / CONSTANTS).to(device, dtype)
     pruned = prune(model, circuit.removed(), means, meta={"task": a["task"], "model": a["model"]})
     mine = {k: v for k, v in pruned.named_buffers() if k.endswith(FOLDED_NAMES)}
@@ -94,7 +94,7 @@ def restore(record: Path, run: Path) -> Path:
     meta = read_json(record / RECORD)
     if meta.get("format") != FORMAT:
         raise BenchError(f"{record / RECORD} is not a circuit-bench run record")
-    config = read_json(record / "config.json")
+    config = RunDir(record).config()
     with publishing(run, overwrite=False) as part:
         shutil.copytree(record, part, dirs_exist_ok=True, ignore=lambda d, names: [RECORD, FOLDED]
                         if Path(d) == record else [])
@@ -106,7 +106,7 @@ def restore(record: Path, run: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.record", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.record", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
     for verb, what, src, dst in (("save", "keep a finished extraction run, without its weights", "RUN", "RECORD"),
                                  ("restore", "rebuild a run from its record", "RECORD", "RUN")):

@@ -17,18 +17,19 @@ from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from bench import progress, report
-from bench.evaluate import accuracy, kl_to
-from bench.latency import measure
-from bench.report import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
-from bench.rundir import check_out, publishing
+from bench.core import progress
+from bench.report import tables as report
+from bench.core.metrics import accuracy, kl_to
+from bench.core.latency import measure
+from bench.report.results import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
+from bench.core.rundir import RunDir, check_out, publishing
 from models import loading
 from models.ablation import no_means
 from models.io import load_pruned
 from models.pruned import PrunedModel, count_params
 from models.generate import LogitsFn
 from models.surgery import prune
-from models.types import BenchError, read_json
+from models.types import BenchError
 from tasks import get_task
 from tasks.data import Split
 
@@ -132,8 +133,8 @@ def run_dirs(roots: list[str] | None) -> list[Path]:
         roots = ["runs"]
     found: dict[Path, None] = {}
     for root in map(Path, roots):
-        kids = [root] if (root / "config.json").is_file() else sorted(
-            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())
+        kids = [root] if RunDir(root).is_run else sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and RunDir(p).is_run)
         if not kids:
             raise BenchError(f"{root} holds no run directories (no config.json in it or one level down); "
                              "give runs written by `bench extract` or `bench distill`")
@@ -144,17 +145,18 @@ def run_dirs(roots: list[str] | None) -> list[Path]:
 def read_run(path: Path, task: str = "all") -> Run | None:
     """One run directory (None if it is of another task than `task`); anything missing, corrupt or of another
     command -> one BenchError line."""
-    config = read_json(path / "config.json")
+    rd = RunDir(path)
+    config = rd.config()
     command = config.get("command")
     if command not in ("extract", "distill"):
         raise BenchError(f"{path} is not a `bench extract` or `bench distill` run (config.json says command "
                          f"{command!r}); leave it out of --runs")
     if task != "all" and isinstance(config.get("args"), dict) and config["args"].get("task") not in (None, task):
         return None  # another task's run: not needed, so not read further
-    if not (path / "metrics.json").is_file():
+    if not rd.finished:
         raise BenchError(f"{path} has no metrics.json: the run is unfinished or failed; finish it, or leave it out "
                          "of --runs")
-    metrics = read_json(path / "metrics.json")
+    metrics = rd.metrics()
     try:
         run = (_extract_run if command == "extract" else _distill_run)(path, config, metrics)
         get_task(run.task)
@@ -178,7 +180,7 @@ def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
     constants = (f"constants fitted for {int(fit['steps'])} steps × {int(fit['batch_size'])} prompts at lr "
                  f"{float(fit['lr']):g}{jitter}{lengths}" if int(fit["steps"]) else "the patching means as constants")
     return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation, {constants}", str(a["task"]),
-               model_id(str(a["model"])), int(a["seed"]), path / "pruned", reported,
+               model_id(str(a["model"])), int(a["seed"]), RunDir(path).model, reported,
                float(metrics["search"]["wall_s"]), float(fit["wall_s"]) if int(fit["steps"]) else None)
 
 
@@ -199,7 +201,7 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
     search, fit = _circuit_build(a.get("match")) if a["init"] == "circuit" else (None, 0.0)
     train = float(metrics["train"]["wall_s"]) + float(metrics["train"].get("teacher_pool_s", 0))
     return Run(path, CKD if a["init"] == "circuit" else KD, settings, str(a["task"]),
-               model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), path / "student",
+               model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), RunDir(path).model,
                reported, search, fit + train)
 
 
@@ -207,7 +209,7 @@ def _circuit_build(match: str | None) -> tuple[float | None, float]:
     """(search, fit of its constants) wall times of the circuit a circuit + KD student started from, as its extract
     row splits them into search and training; (None, 0) if the run is gone."""
     try:
-        m = read_json(Path(match) / "metrics.json")
+        m = RunDir(Path(match)).metrics()
         return float(m["search"]["wall_s"]), float((m.get("fit") or {}).get("wall_s", 0))
     except (BenchError, KeyError, TypeError, ValueError):
         return None, 0.0
@@ -295,10 +297,10 @@ class TestSplits:
 
 
 def read_test_splits(run: Run, vocab: int) -> TestSplits:
-    splits = TestSplits(*(Split.from_jsonl(n, run.path / "splits" / f"{n}.jsonl") for n in ("test", "test-heldout")))
+    splits = TestSplits(*(RunDir(run.path).split(n) for n in ("test", "test-heldout")))
     for split in (splits.test, splits.heldout):
         if max(max(e.input_ids) for e in split.examples) >= vocab:
-            raise BenchError(f"{run.path}/splits/{split.name}.jsonl holds token ids beyond {run.model}'s vocabulary")
+            raise BenchError(f"{run.path}'s {split.name} split holds token ids beyond {run.model}'s vocabulary")
     return splits
 
 

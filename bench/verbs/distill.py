@@ -1,11 +1,10 @@
 """`bench distill`: the paper's baseline. A student learns the teacher's answer distribution (L_distill,
-see `bench.distillation.l_distill`) with Adam on a stream of fresh task prompts, under a Lightning Trainer with
+see `bench.core.distillation.l_distill`) with Adam on a stream of fresh task prompts, under a Lightning Trainer with
 checkpoints."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,19 +19,18 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.distill_data import DistillData
-from bench.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
+from bench.core.distill_data import DistillData
+from bench.core.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
                                 student_config, teacher_config, trainable)
-from bench.evaluate import accuracy, kl_to
-from bench.extract import versions
-from bench.match import ExtractionRun, match_info, read_run
-from bench.memory import batch_bytes, require
-from bench.rundir import check_out, default_dir, write_json
+from bench.core.metrics import accuracy, kl_to
+from bench.core.match import ExtractionRun, match_info, read_run
+from bench.core.memory import batch_bytes, require
+from bench.core.rundir import CONFIG, MODELS, RunDir, check_out, default_dir, write_json
 from models import arch, loading
 from models.generate import hf_last_logits
 from models.io import MANIFEST, load_pruned, save_pruned
 from models.pruned import PrunedModel, count_params, count_params_of
-from models.types import BenchError, read_json
+from models.types import BenchError
 from tasks import get_task
 from tasks.base import first_token_is_target
 from tasks.data import TaskDataModule
@@ -175,9 +173,9 @@ def check_start(out: Path, args: DistillArgs) -> None:
     if not ckpt.is_file():
         again = "start again with --overwrite" if out.is_dir() and any(out.iterdir()) else "run without --resume"
         raise BenchError(f"nothing to resume: {ckpt} does not exist; {again}")
-    if not (out / "config.json").is_file():
+    if not RunDir(out).is_run:
         raise BenchError(f"{out} has no config.json, so it cannot be resumed; start again with --overwrite")
-    before = read_json(out / "config.json").get("args", {})
+    before = RunDir(out).config().get("args", {})
     now = asdict(args)
     changed = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
     if changed:
@@ -214,10 +212,10 @@ def make_student(args: DistillArgs, run: ExtractionRun | None, teacher) -> tuple
     body of the --match-sized or explicit shape."""
     s = arch.check_supported(teacher)
     if args.init == "circuit":
-        student, _ = load_pruned(run.path / "pruned")
+        student, _ = load_pruned(RunDir(run.path).model)
         c = student.cfg
         if (c.family, c.d_model, c.vocab_size) != (s.family, s.d_model, s.vocab_size):
-            raise BenchError(f"{run.path / 'pruned'} does not belong to the teacher {run.circuit.model}")
+            raise BenchError(f"{RunDir(run.path).model} does not belong to the teacher {run.circuit.model}")
         return trainable(student), {"layers": c.n_layers, "heads": sum(map(len, c.heads)), "mlps": sum(c.mlps)}
     base = teacher_config(teacher)
     shape = size_student(base, s.group, s.n_layers, run.target) if run else (args.layers, args.heads, args.d_mlp)
@@ -348,34 +346,32 @@ def begin(out: Path, args: DistillArgs, teacher: str, shape: dict, dm: TaskDataM
     if args.overwrite and out.is_dir():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # a resumed run is unfinished until it writes a new one
+    rd = RunDir(out)
+    rd.unfinish()
     if not args.resume:
-        write_json(out / "config.json", {"command": "distill", "args": asdict(args), "teacher": teacher,
-                                         "student_shape": shape, "versions": versions()})
-        (out / "splits").mkdir(exist_ok=True)
+        rd.write_config("distill", asdict(args), teacher=teacher, student_shape=shape)
         for name in EVAL_SPLITS:  # training prompts are a stream: a function of the seed, not a file
-            dm.split(name).to_jsonl(out / "splits" / f"{name}.jsonl")
+            rd.write_split(dm.split(name))
 
 
 def finish(out: Path, args: DistillArgs, student: PrunedModel, metrics: dict) -> None:
     """Write the student (manifest with a "distill" provenance), config.json with the steps run, metrics.json last."""
-    save_pruned(student.cpu(), out / "student", circuit=None)
-    manifest = json.loads((out / "student" / MANIFEST).read_text())
+    rd = RunDir(out)
+    save_pruned(student.cpu(), rd / MODELS[1], circuit=None)
+    manifest = json.loads((rd / MODELS[1] / MANIFEST).read_text())
     manifest["distill"] = {"teacher": metrics["teacher"]["model"], "task": args.task, "init": args.init,
                            "match": args.match, "seed": args.seed, **metrics["train"]}
-    write_json(out / "student" / MANIFEST, manifest)
-    config = read_json(out / "config.json")
+    write_json(rd / MODELS[1] / MANIFEST, manifest)
+    config = rd.config()
     config.update(args=asdict(args), steps_run=metrics["train"]["steps"])  # this (last) invocation's args
-    write_json(out / "config.json", config)
-    partial = out / f".metrics.json.{os.getpid()}"
-    write_json(partial, metrics)
-    partial.replace(out / "metrics.json")
+    write_json(rd / CONFIG, config)
+    rd.write_metrics(metrics)
 
 
 def print_distill(out: Path, console: Console) -> None:
     if rank_zero_only.rank != 0:  # DDP's other ranks write and print nothing
         return
-    m = json.loads((out / "metrics.json").read_text())
+    m = RunDir(out).metrics()
     t, s, tr = m["teacher"], m["student"], m["train"]
     table = Table(title=f"distill {m['task']} from {t['model']}  ({tr['steps']} steps × {tr['batch_size']}, "
                         f"lr {tr['lr']:g}, T {tr['temperature']:g})")

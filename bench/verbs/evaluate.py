@@ -6,12 +6,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.evaluate import accuracy
+from bench.core.metrics import accuracy
+from bench.core.rundir import RunDir
 from models import loading
 from models.io import load_pruned
 from models.types import BenchError, Circuit
 from tasks import get_task
-from tasks.data import Split
 
 
 @dataclass
@@ -45,14 +45,9 @@ def _task_and_model(manifest: dict, where: Path) -> tuple[str, str]:
     return info["task"], info["teacher"]
 
 
-def standalone(run: Path) -> Path:
-    """Where a run keeps its standalone model: pruned/ (bench extract) or student/ (bench distill)."""
-    return next((run / d for d in ("pruned", "student") if (run / d).is_dir()), run / "pruned")
-
-
 def evaluate(args: EvaluateArgs) -> dict:
-    run = Path(args.run)
-    where = standalone(run)
+    run = RunDir(Path(args.run))
+    where = run.model
     device = loading.resolve_device(args.device)
     model, manifest = load_pruned(where, device=device, dtype=loading.resolve_dtype(args.dtype))
     task_name, model_name = _task_and_model(manifest, where)
@@ -60,7 +55,7 @@ def evaluate(args: EvaluateArgs) -> dict:
     fn = lambda ids: model(ids.to(device), last_only=True)  # noqa: E731
     out = {"task": task_name, "model": model_name}
     for prefix, name in (("test", "test"), ("heldout", "test-heldout")):
-        split = Split.from_jsonl(name, run / "splits" / f"{name}.jsonl")
+        split = run.split(name)
         out[f"n_{prefix}"], out[f"{prefix}_accuracy"] = len(split), accuracy(task, tokenizer, fn, split)
     return out
 

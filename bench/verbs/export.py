@@ -9,8 +9,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bench.evaluate_run import standalone
-from bench.rundir import write_json
+from bench.core.rundir import RunDir, write_json
 from models.io import load_pruned
 from models.pruned import PrunedModel
 from models.types import BenchError
@@ -127,9 +126,9 @@ def max_difference(module: Serving, fn, split: Split) -> float:
 
 def export(args: ExportArgs) -> dict:
     """Run `bench export`: write the file (beside a partial name until it passed the check) and its description."""
-    run, out = Path(args.run), args.out_path
-    model, manifest = load_pruned(standalone(run))  # fp32 on the CPU: what the check compares against
-    test = Split.from_jsonl("test", run / "splits" / "test.jsonl")
+    run, out = RunDir(Path(args.run)), args.out_path
+    model, manifest = load_pruned(run.model)  # fp32 on the CPU: what the check compares against
+    test = run.split("test")
     module = Serving(model, args.last_only).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")

@@ -1,262 +1,33 @@
 """`bench extract`: Algorithm 1 on a task, true pruning, and a run directory with everything needed to reuse it."""
 from __future__ import annotations
 
-import json
-import math
-import platform
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import lightning as L
-import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
-from bench.evaluate import BATCH_SIZE, accuracy, kl_to
-from bench.extraction import ExtractionModule, SearchProgress
-from bench.fitting import FitOptions, fit_means, fit_or_interrupt, lightning_device
-from bench.latency import cpu_threads
-from bench.match import ExtractionRun
-from bench.memory import GB, check_fits
-from bench.rundir import check_out, default_dir, publishing, write_json
-from models import arch, loading
-from models.ablation import Means, collect_means
-from models.fast import FastScorer
-from models.generate import greedy, hf_last_logits
+from bench.core.fitting import fit_means
+from bench.core.pipeline import (ExtractArgs, evaluate_models, log_final, prepare, search_circuit,
+                                 tb_logger, templates)
+from bench.core.rundir import MODELS, SPLITS, RunDir, check_out, publishing
+from models.ablation import Means
 from models.io import CONSTANTS, save_means, save_pruned
-from models.pruned import count_params, count_params_of
-from models.search import HookScorer, Search
+from models.pruned import count_params_of
+from models.search import Search
 from models.surgery import prune, pruned_config
-from models.types import SCHEMES, BenchError, Circuit, candidate_order, read_json
-from tasks import get_task
-from tasks.base import Task, Tokenizer
-from tasks.data import Split, TaskDataModule
+from models.types import Circuit
+from tasks.data import TaskDataModule
 
-ENGINES = {"fast": FastScorer, "reference": HookScorer}
-FIT_STEPS = 300
-FIT_JITTER = 3
-FIT_POOL = 64
-FIT_CHECK_EVERY = 25
+__all__ = ["ExtractArgs", "extract", "print_extract"]
 
 
-@dataclass(kw_only=True)
-class SearchOptions:
-    """What every verb that runs Algorithm 1 (extract, sweep) shares.
-
-    Args:
-        task: the task: acronyms, greater-than or ioi.
-        model: smollm2-135m (embedded), a Hugging Face hub id such as gpt2, or a local HF directory.
-        ablation: mean-pooled (one mean over every patching prompt and position: the pruned model takes any
-            prompt length), mean (the paper's per-position mean: only the prompts' own length) or zero.
-        include_mlps: also try to remove each layer's MLP.
-        n_patching: prompts whose activations give the means.
-        n_val: prompts that drive the KL of the search.
-        n_test: held-out prompts for the reported accuracy.
-        seed: seeds the prompts and everything else; the same seed gives the same circuit.
-        overwrite: replace an existing output directory.
-        device: cpu, cuda, cuda:N or auto.
-        dtype: float32 (default), bfloat16 or float16.
-        batch_size: prompts per forward (means, search, evaluation); the circuit does not depend on it.
-        cache_gb: activations kept between candidates, in GB; batches beyond it are recomputed for every candidate
-            (slower, the same circuit).
-        speculate: score up to this many candidates of a layer at once, each on top of the ones before it, and
-            keep the scores up to the first candidate kept (the same circuit). The fast engine runs them as one
-            batch: fewer, larger launches, for a GPU; on a CPU the dropped states are pure waste, so 1.
-        fit_steps: after the search, train the removed components' constants for at most this many Adam steps on
-            prompts of the training templates, to bring the pruned model's answers back to the full model's (the
-            circuit and the kept weights do not change); 0 keeps the patching means, as the paper does. Zero
-            ablation has no constants and is not fitted.
-        fit_lr: the learning rate of that fit.
-        fit_batch_size: prompts per fitting step.
-        fit_pool: fit on this many batches of prompts whose full-model answers are computed once, in passes;
-            0: fresh prompts in every step, the full model run in each.
-        fit_check_every: every this many steps, the KL on two batches the fit does not train on; the fit stops
-            once three checks in a row have not lowered it by 1%, and keeps the best check's constants; 0: no
-            checks, all --fit-steps.
-        fit_jitter: put 0 to this many neutral filler sentences before each fitting step's prompts, so that
-            position-free constants do not learn the training templates' one length (ignored by the per-position
-            mean, whose constants cover that length only); 0: none.
-        fit_every_length: fit position-free constants on the training templates of every token length, not only
-            on those of the search's one length, so that they see phrasings of other shapes (ignored by the
-            per-position mean).
-    """
-
-    task: str
-    model: str = loading.DEFAULT_MODEL
-    ablation: str = "mean-pooled"
-    include_mlps: bool = True
-    n_patching: int = 40
-    n_val: int = 40
-    n_test: int = 100
-    seed: int = 0
-    overwrite: bool = False
-    device: str = "auto"
-    dtype: str = "float32"
-    batch_size: int = BATCH_SIZE
-    cache_gb: float = 2.0
-    speculate: int = 1
-    fit_steps: int = FIT_STEPS
-    fit_lr: float = 3e-3
-    fit_batch_size: int = 32
-    fit_jitter: int = FIT_JITTER
-    fit_every_length: bool = False
-    fit_pool: int = FIT_POOL
-    fit_check_every: int = FIT_CHECK_EVERY
-
-    def __post_init__(self) -> None:
-        get_task(self.task)  # unknown task -> BenchError
-        if self.ablation not in SCHEMES:
-            raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
-        for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate", "fit_batch_size"):
-            if getattr(self, name) < 1:
-                raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.fit_jitter < 0:
-            raise BenchError(f"--fit-jitter must be >= 0 (0: no filler sentences), got {self.fit_jitter}")
-        for name, zero in (("fit_pool", "fresh prompts"), ("fit_check_every", "no checks")):
-            if getattr(self, name) < 0:
-                raise BenchError(f"--{name.replace('_', '-')} must be >= 0 (0: {zero}), got {getattr(self, name)}")
-        if self.fit_steps < 0:
-            raise BenchError(f"--fit-steps must be >= 0 (0: keep the patching means), got {self.fit_steps}")
-        if not (math.isfinite(self.fit_lr) and self.fit_lr > 0):
-            raise BenchError(f"--fit-lr must be a finite number > 0, got {self.fit_lr}")
-        if not (math.isfinite(self.cache_gb) and self.cache_gb >= 0):
-            raise BenchError(f"--cache-gb must be a finite number >= 0, got {self.cache_gb}")
-        loading.resolve_dtype(self.dtype)
-
-    @property
-    def fit(self) -> FitOptions:
-        return FitOptions(self.fit_steps, self.fit_lr, self.fit_batch_size, self.fit_jitter, self.fit_every_length,
-                          self.fit_pool, self.fit_check_every)
-
-
-@dataclass
-class ExtractArgs(SearchOptions):
-    """Extract a task-specific circuit with Algorithm 1 and truly prune the model to it.
-
-    Args:
-        alpha: KL threshold; a component stays removed if ablating it raises the KL by less than alpha (default:
-            the task's own `alpha` in its registry entry, chosen by measurement; the README gives each).
-        out: the run directory (default runs/extract-TASK-MODEL-alphaA-ABLATION[-heads]-sSEED-HASH, where HASH
-            covers every other option that changes the result).
-        engine: fast (reuses cached activations, truly pruned upper layers) or reference (one full
-            hooked forward per candidate); both give the same circuit.
-    """
-
-    alpha: float | None = None
-    out: str | None = None
-    engine: str = "fast"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.alpha is None:
-            self.alpha = get_task(self.task).alpha
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise BenchError(f"--alpha must be a finite number >= 0, got {self.alpha}")
-        if self.engine not in ENGINES:
-            raise BenchError(f"unknown --engine {self.engine!r}; use one of: {', '.join(ENGINES)}")
-
-    @property
-    def out_dir(self) -> Path:
-        if self.out:
-            return Path(self.out)
-        model = Path(self.model).name or self.model
-        parts = "" if self.include_mlps else "-heads"
-        return default_dir(f"extract-{self.task}-{model}-alpha{self.alpha:g}-{self.ablation}{parts}-s{self.seed}", self)
-
-
-def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str, batch_size: int) -> Means:
-    """Means over the patching set, in batches. Tasks answered in several tokens need the later positions too:
-    the prompts are extended with the full model's own greedy tokens."""
-    ids = dm.patching.input_ids
-    prompt_len, n_extra = ids.shape[1], task.n_new(tokenizer) - 1
-    if n_extra > 0:
-        full = hf_last_logits(model)
-        ids = torch.cat([torch.cat([b, greedy(full, b, n_extra).cpu()], dim=1) for b in ids.split(batch_size)])
-    return collect_means(model, ids, scheme, min_len=prompt_len, batch_size=batch_size)
-
-
-def trainer_for(device: torch.device, logger: TensorBoardLogger | None, epochs: int) -> L.Trainer:
-    """A Trainer that only loops: on `device`, one epoch per candidate, our progress bar, no checkpoints."""
-    accelerator, devices = lightning_device(device)
-    return L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=logger or False,
-                     callbacks=[SearchProgress()], enable_progress_bar=False, enable_checkpointing=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1)
-
-
-def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
-                   logger: TensorBoardLogger | None) -> tuple[Search, float]:
-    """Algorithm 1 under a Lightning Trainer: the DataModule feeds the validation prompts in batches, one epoch per
-    candidate. Returns the search and its wall time."""
-    device = next(model.parameters()).device
-    scorer = ENGINES[args.engine](model, dm.val.input_ids, means, args.batch_size, args.cache_gb * GB)
-    s = pruned_config(model, (), means)
-    search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha, args.speculate)
-    start, trainer = time.perf_counter(), trainer_for(device, logger, len(search.order))
-    fit_or_interrupt(trainer, ExtractionModule(search, s), dm.val_dataloader())
-    return search, time.perf_counter() - start
-
-
-def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:
-    """Accuracy of the full and the pruned model, and the pruned model's KL to the full one, on the test split
-    (training templates) and on test-heldout (held-out templates), in batches of the DataModule's batch size."""
-    device, bs = next(model.parameters()).device, dm.batch_size or BATCH_SIZE
-    full_fn = hf_last_logits(model)
-    pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
-    full, cut = dict(full_params), dict(count_params(pruned))
-    for prefix, split in (("test", dm.test), ("heldout", dm.heldout)):
-        full[f"{prefix}_accuracy"] = accuracy(task, tokenizer, full_fn, split, bs)
-        cut[f"{prefix}_accuracy"] = accuracy(task, tokenizer, pruned_fn, split, bs)
-        cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split, bs)
-    return {"full": full, "pruned": cut}
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What a search needs before its first step: the model, the task's splits and the patching means."""
-
-    model: nn.Module
-    tokenizer: Tokenizer
-    task: Task
-    dm: TaskDataModule
-    means: Means
-    shape: arch.Shape
-    device: torch.device
-
-
-def prepare(args: SearchOptions, splits: dict[str, Split] | None = None) -> Prepared:
-    """Seed, load the model, build the task's splits (or take `splits`, a run's saved ones) and take the means over
-    the patching set."""
-    L.seed_everything(args.seed, verbose=False)
-    device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
-    model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
-    shape, task = arch.check_supported(model), get_task(args.task)
-    t = task.spaces(tokenizer, heldout=False)[0].length + task.n_new(tokenizer) - 1
-    check_fits(shape, t, args.n_val, args.batch_size, args.cache_gb, device, dtype.itemsize, args.speculate)
-    if splits is None:
-        dm = TaskDataModule(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed, args.batch_size)
-    else:
-        dm = TaskDataModule.from_splits(task, tokenizer, splits, args.batch_size)
-    dm.setup()
-    means = patching_means(model, task, tokenizer, dm, args.ablation, args.batch_size)
-    return Prepared(model, tokenizer, task, dm, means, shape, device)
-
-
-def prepare_run(saved: ExtractionRun, device: str) -> tuple[ExtractArgs, Prepared]:
-    """A finished run's options (on `device`, publishing nowhere), and the model and patching means prepared on the
-    run's own prompts, whatever the task registry holds now."""
-    cfg = read_json(saved.path / "config.json")["args"]
-    args = ExtractArgs(**{**cfg, "device": device, "out": None, "overwrite": False})
-    return args, prepare(args, saved.splits)
-
-
-def extract(args: ExtractArgs) -> Path:
-    """Run `bench extract`; returns the published run directory."""
+def extract(args: ExtractArgs, data: type[TaskDataModule] = TaskDataModule) -> Path:
+    """Run `bench extract`; returns the published run directory. `data` draws the splits (a TaskDataModule of
+    another draw, for an experiment)."""
     out = args.out_dir
     check_out(out, args.overwrite)  # before the slow parts
-    p = prepare(args)
+    p = prepare(args, data=data)
     model, tokenizer, task, dm, means, shape, device = (p.model, p.tokenizer, p.task, p.dm, p.means, p.shape,
                                                          p.device)
     resolved = {**asdict(args), "out": str(out), "device": str(device)}  # what ran, not what was typed
@@ -279,61 +50,22 @@ def extract(args: ExtractArgs) -> Path:
     return out
 
 
-FINAL = tuple(f"final/{k}" for k in ("full_test_accuracy", "full_heldout_accuracy", "pruned_test_accuracy",
-                                      "pruned_heldout_accuracy", "pruned_test_kl_to_full",
-                                      "pruned_heldout_kl_to_full", "non_embedding_cut"))
-
-
-def tb_logger(run: Path, resolved: dict) -> TensorBoardLogger:
-    """TensorBoard under run/tb, with the resolved options as hparams. The final test metrics are declared with
-    them (NaN until `log_final`, as Lightning has it), so TensorBoard's HPARAMS tab shows them side by side."""
-    logger = TensorBoardLogger(run, name="tb", version="", default_hp_metric=False)
-    logger.log_hyperparams({k: v for k, v in resolved.items() if v is not None}, metrics=dict.fromkeys(FINAL, math.nan))
-    return logger
-
-
-def log_final(logger: TensorBoardLogger, metrics: dict, step: int) -> None:
-    """The final test metrics, at the step after the last candidate."""
-    full, cut = metrics["full"], metrics["pruned"]
-    values = [full["test_accuracy"], full["heldout_accuracy"], cut["test_accuracy"], cut["heldout_accuracy"],
-              cut["test_kl_to_full"], cut["heldout_kl_to_full"], 1 - cut["non_embedding"] / full["non_embedding"]]
-    logger.log_metrics(dict(zip(FINAL, map(float, values))), step=step)
-    logger.finalize("success")
-
-
 def write_run(run: Path, args: dict, circuit: Circuit, pruned, metrics: dict, dm, search: Search,
               constants: Means) -> None:
-    (run / "circuit.json").write_text(circuit.to_json())
-    save_means(constants, run / CONSTANTS)
-    write_json(run / "metrics.json", metrics)
-    write_json(run / "config.json", {"command": "extract", "args": args, "versions": versions(),
-                                     "templates": templates(dm)})
-    dm.save(run / "splits")
-    with open(run / "steps.jsonl", "w") as f:
-        for st in search.steps:
-            f.write(json.dumps({"index": st.index, "component": str(st.component), "kl": st.kl,
-                                "delta": st.delta, "removed": st.removed}) + "\n")
-    save_pruned(pruned, run / "pruned", circuit=circuit.to_dict())
-
-
-def templates(dm: TaskDataModule) -> dict:
-    """The names of the templates behind the splits: training (patching, val, test) and held-out."""
-    return {kind: dm.task.template_names(dm.tokenizer, heldout) for kind, heldout in (("training", False),
-                                                                                       ("heldout", True))}
-
-
-def versions() -> dict:
-    import lightning
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "lightning": lightning.__version__,
-            "cpu": cpu_threads()}  # what the run's wall times ran on
+    rd = RunDir(run)
+    rd.write_circuit(circuit)
+    save_means(constants, rd / CONSTANTS)
+    rd.write_metrics(metrics)
+    rd.write_config("extract", args, templates=templates(dm))
+    dm.save(rd / SPLITS)
+    rd.write_steps([{"index": st.index, "component": str(st.component), "kl": st.kl, "delta": st.delta,
+                     "removed": st.removed} for st in search.steps])
+    save_pruned(pruned, rd / MODELS[0], circuit=circuit.to_dict())
 
 
 def print_extract(out, console: Console) -> None:
-    m = json.loads((out / "metrics.json").read_text())
-    c = json.loads((out / "circuit.json").read_text())
+    rd = RunDir(out)
+    m, c = rd.metrics(), rd.circuit().to_dict()
     full, pruned = m["full"], m["pruned"]
     t = Table(title=f"{c['task']} on {c['model']}  (alpha={c['alpha']}, {c['ablation']} ablation)")
     for col in ("", "non-emb. params", "test acc.", "held-out acc.", "test KL", "held-out KL"):

@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.extract import (ExtractArgs, Prepared, SearchOptions, evaluate_models, log_final, prepare,
-                           search_circuit, tb_logger, templates, versions)
-from bench.fitting import fit_means
-from bench.rundir import check_out, default_dir, publishing, write_json
+from bench.core.pipeline import (ExtractArgs, Prepared, SearchOptions, evaluate_models, log_final,
+                                 prepare, search_circuit, tb_logger, templates)
+from bench.core.fitting import fit_means
+from bench.core.rundir import RunDir, check_out, default_dir, publishing, write_json
 from models import published
 from models.pruned import count_params_of
 from models.roc import roc_auc, tpr_fpr
@@ -105,7 +105,7 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
     circuit = Circuit.from_removed(
         set(search.removed), model=args.model, task=args.task, alpha=alpha, ablation=args.ablation,
         include_mlps=args.include_mlps, seed=args.seed, n_layers=s.n_layers, n_heads=s.n_heads)
-    (where / "circuit.json").write_text(circuit.to_json())
+    RunDir(where).write_circuit(circuit)
     fitted, fit = fit_means(ctx.model, ctx.task, ctx.tokenizer, ctx.dm, frozenset(search.removed), ctx.means, one.fit,
                             args.seed, logger)
     pruned = prune(ctx.model, search.removed, fitted, meta={"task": args.task, "model": args.model})
@@ -168,8 +168,7 @@ def write_results(run: Path, args: SweepArgs, result: dict) -> None:
         writer.writerows(result["rows"])
     result["plots"] = list(PLOTS) + (["roc.png"] if result["roc"] else [])
     write_json(run / "sweep.json", result)
-    write_json(run / "config.json", {"command": "sweep", "args": asdict(args), "versions": versions(),
-                                     "templates": result["templates"]})
+    RunDir(run).write_config("sweep", asdict(args), templates=result["templates"])
 
 
 # ---- plots (matplotlib's object API: no pyplot, no global backend state) -----------------------------------

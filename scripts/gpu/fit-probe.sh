@@ -7,7 +7,7 @@
 P=$OUT/p; mkdir -p $P; C=runs/circuits
 nvidia-smi -L > $P/gpu.txt 2>&1
 probe() { local name=$1 t=$2; shift 2
-  timeout $t python3 -m bench.fit_probe --device cuda --out $P/$name.md "$@" > $P/$name.log 2>&1; echo "$name rc=$? $(date +%T)" >> $P/done.txt; }
+  timeout $t python3 -m bench.tools.fit_probe --device cuda --out $P/$name.md "$@" > $P/$name.log 2>&1; echo "$name rc=$? $(date +%T)" >> $P/done.txt; }
 date +%T > $P/done.txt
 probe ioi-a0.1 210 --runs $C/ioi-a0.1 --variants steps=100 steps=30 steps=100,jitter=1 steps=100,jitter=2 \
   steps=100,jitter=3 steps=200,jitter=2 steps=300,jitter=3 steps=100,jitter=2,lr=0.001

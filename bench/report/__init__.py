@@ -1,0 +1,1 @@
+"""What `bench compare` writes: the results vocabulary, tables and figures."""

@@ -72,7 +72,7 @@ class Task:
     space: Callable[[Tokenizer, Template], Space]
     n_new: Callable[[Tokenizer], int]
     correct: Callable[[Tokenizer, torch.Tensor, torch.Tensor], torch.Tensor]  # (tok, targets, generated) -> bool
-    off_template: tuple[Template, ...] = ()  # phrasings in no template, of other lengths (bench.offtemplate)
+    off_template: tuple[Template, ...] = ()  # phrasings in no template, of other lengths (bench.tools.offtemplate)
     alpha: float = 0.14  # `bench extract`'s default KL threshold for this task, chosen by measurement (README)
     stratum: Callable[[Example], object] | None = None  # a rare kind of prompt every split holds its share of
     val_share: float | None = None  # the share of the validation split the stratum's true kind takes (needs stratum)

@@ -24,7 +24,7 @@ TEMPLATES = (
     Template("opened-closed", "The {noun} opened in {xx}{yy} and closed in {xx}", heldout=True),
     Template("until-the-year", "The {noun} lasted from {xx}{yy} until the year {xx}", heldout=True),
 )
-# Phrasings of other token lengths, in none of the templates (see `bench.offtemplate`).
+# Phrasings of other token lengths, in none of the templates (see `bench.tools.offtemplate`).
 OFF_TEMPLATE = (
     Template("ran-from", "The {noun} ran from {xx}{yy} to {xx}"),
     Template("took-place-between", "The {noun} took place between {xx}{yy} and {xx}"),

@@ -36,7 +36,7 @@ PHRASINGS = (
     ("met-at", "In the end, {b} and {a} met at the {place}, and {b} gave a {obj} to", False),
     ("thinking", "Then, {b} and {a} were thinking about going to the {place}. {b} wanted to give a {obj} to", False),
 )
-# Phrasings in none of the templates, of other token lengths: `bench.offtemplate` feeds them to pruned models.
+# Phrasings in none of the templates, of other token lengths: `bench.tools.offtemplate` feeds them to pruned models.
 OFF_TEMPLATE = (
     ("after", "After {b} and {a} went to the {place}, {b} gave a {obj} to"),
     ("afterwards", "Afterwards, {b} and {a} went to the {place}. {b} gave a {obj} to"),

@@ -59,3 +59,20 @@ def search_macs(s: Shape, n: int, t: int, states: Iterable[frozenset[Component]]
     heads_once = len(layers) * n * t * attn_macs(s, s.n_heads, s.n_kv_heads)
     fast = body + n * s.d_model * s.vocab_size + heads_once + sum(fast_macs(s, n, t, r) for r in states)
     return (len(states) + 1) * reference_macs(s, n, t), fast
+
+
+# ---- build cost: what making a circuit or a student took, in forward MACs -------------------------------------
+# A training step is its forward and its backward. The backward of a student computes the gradients of the
+# activations and of the weights: twice the forward. The backward of the constants' fit computes those of the
+# activations only (the weights are frozen, and a constant's gradient is a sum): once the forward.
+STUDENT_STEP, FIT_STEP = 3, 2  # forwards' worth of MACs per training step
+
+
+def pruned_macs(cfg, tokens: int, rows: int) -> int:
+    """A forward of a PrunedModel config (`models.pruned.PrunedConfig`: kept heads and MLPs per layer) that carries
+    `tokens` (prompt, position) pairs through every kept component and unembeds `rows` of them. A teacher or a
+    student is a config with nothing removed; the constants of removed components are additions, not counted."""
+    matrices = 3 if cfg.gated else 2
+    per_token = sum(2 * (len(cfg.heads[l]) + len(cfg.kv_heads(l))) * cfg.head_dim * cfg.d_model
+                    + (matrices * cfg.d_model * cfg.d_mlp if cfg.mlps[l] else 0) for l in range(cfg.n_layers))
+    return tokens * per_token + rows * cfg.d_model * cfg.vocab_size

@@ -174,6 +174,13 @@ class DistillData(TaskDataModule):
         """Distinct training prompts that steps 0..steps-1 of every rank saw."""
         return self.training().distinct(steps, ranks)
 
+    def step_lengths(self) -> list[int]:
+        """Step k's prompt length is step_lengths()[k % len(...)]: the pool's one length, or the stream's templates'
+        in turn."""
+        if self.pool is not None:
+            return [self.pool.ids.shape[1]]
+        return [s.length for s in self.stream().spaces]
+
     def training(self) -> "TaskStream | TeacherPool":
         """What the student trains on: the pool when there is one, else the stream."""
         return self.pool if self.pool is not None else self.stream()

@@ -40,8 +40,9 @@ from bench.core.memory import require
 from bench.core.distill_data import TaskStream, eval_prompts
 from bench.core.distillation import kl_mean, progress_bar
 from models.ablation import Means, no_means
+from models.macs import FIT_STEP, pruned_macs
 from models.pruned import PrunedModel
-from models.surgery import prune, refill_constants
+from models.surgery import prune, pruned_config, refill_constants
 from models.types import Component, scheme
 from tasks.base import Task, Tokenizer, bos_prefix, encode
 from tasks.data import TaskDataModule
@@ -172,6 +173,20 @@ def answer_logits(pruned: PrunedModel, ids: torch.Tensor, k: int, share: bool = 
     return pruned.shared_last_logits(ids, k, p) if p > 0 else pruned.last_logits(ids, k)
 
 
+def answer_macs(cfg, ids: torch.Tensor, k: int, share: bool = True) -> int:
+    """MACs of `answer_logits(pruned of cfg, ids, k, share)`: the shared prefix once, the rest per prompt."""
+    n, t = ids.shape
+    p = min(common_prefix(ids), t - k) if share else 0
+    return pruned_macs(cfg, p + n * (t - p) if p > 0 else n * t, n * k)
+
+
+def teacher_answer_macs(cfg, ids: torch.Tensor, k: int) -> int:
+    """MACs of `pruned_teacher_answer` that ended with ids (N, T + k - 1): k - 1 greedy forwards, then the k answer
+    positions' logits."""
+    t = ids.shape[1] - (k - 1)
+    return sum(answer_macs(cfg, ids[:, :t + j], 1) for j in range(k - 1)) + answer_macs(cfg, ids, k)
+
+
 def common_prefix(ids: torch.Tensor) -> int:
     """How many first positions every row of ids (N, T) has alike."""
     return int((ids == ids[:1]).all(0).long().cumprod(0).sum())
@@ -197,6 +212,8 @@ class ConstantsFit(L.LightningModule):
         self.pruned = prune(model, removed, means)
         self.n_new = n_new  # answer tokens: each one's position is fitted, as the task scores each one
         self.share_prefix = True  # False: every prompt runs its whole length (the same loss, slower)
+        self.macs = 0  # what the steps and checks ran so far (models/macs.py)
+        self.full_cfg = pruned_config(model, (), no_means())  # the teacher's shape, for its MACs
         self.z = nn.Parameter(means.z.detach().clone())  # (L, P, nh, hd)
         self.mlp = nn.Parameter(means.mlp.detach().clone())  # (L, P, d)
 
@@ -216,7 +233,9 @@ class ConstantsFit(L.LightningModule):
             ids, full = batch["input_ids"], batch["teacher"]  # (N, T + k - 1), (N, k, V)
         else:
             ids, full = teacher_answer(self.model, batch["input_ids"], k)
+            self.macs += teacher_answer_macs(self.full_cfg, ids, k)
         cut = answer_logits(refill_constants(self.pruned, self.model, self.means()), ids, k, self.share_prefix)
+        self.macs += answer_macs(self.pruned.cfg, ids, k, self.share_prefix) * (FIT_STEP if self.training else 1)
         return kl_mean(full.flatten(0, 1), cut.flatten(0, 1))  # cut: (N, k, V)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -296,7 +315,9 @@ def fit_data(module: ConstantsFit, task: Task, tokenizer, dm: TaskDataModule, op
     answer = lambda ids: pruned_teacher_answer(full, ids.to(device), n_new)  # noqa: E731
     train = AnswerPool.build(jittered(stream), n_pool, answer, seed, chunk) if n_pool else jittered(stream)
     val = AnswerPool.build(jittered(stream.at(0, 1)), n_val, answer, seed, chunk).batches
-    info = {"jitter": jitter, "lengths": stream.lengths, "pool": n_pool, "pool_s": time.perf_counter() - start}
+    info = {"jitter": jitter, "lengths": stream.lengths, "pool": n_pool, "pool_s": time.perf_counter() - start,
+            "pool_macs": sum(teacher_answer_macs(full.cfg, b["input_ids"], n_new)
+                             for b in (train.batches if n_pool else []) + val)}
     return train, val, info
 
 
@@ -305,7 +326,7 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
     """The fitted constants of `removed` (a new `Means`; `means` is not changed) and what the fit did. With
     `options.steps == 0`, nothing removed or zero ablation (which has no constants: zero stays zero), `means`."""
     info = {"steps": 0, "max_steps": options.steps, "lr": options.lr, "batch_size": options.batch_size, "jitter": 0,
-            "lengths": [], "pool": 0, "check_every": options.check_every, "wall_s": 0.0}
+            "lengths": [], "pool": 0, "check_every": options.check_every, "macs": 0, "wall_s": 0.0}
     if options.steps == 0 or not removed or not scheme(means.scheme).constants:
         return means, info
     device, start = next(model.parameters()).device, time.perf_counter()
@@ -326,7 +347,7 @@ def fit_means(model: nn.Module, task: Task, tokenizer, dm: TaskDataModule, remov
     fitted = Means(z.to(device).clone(), mlp.to(device).clone(), means.scheme, means.min_len)
     return fitted, {**info, **built, "steps": trainer.global_step, "val_kl": plateau.history,
                     "best_val_kl": plateau.best_kl if plateau.history else None,
-                    "wall_s": time.perf_counter() - start}
+                    "macs": built["pool_macs"] + module.macs, "wall_s": time.perf_counter() - start}
 
 
 def fit_trainer(device: torch.device, options: FitOptions, logger, plateau: Plateau) -> L.Trainer:

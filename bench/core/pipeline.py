@@ -22,6 +22,7 @@ from models import arch, loading
 from models.ablation import Means, collect_means
 from models.fast import FastScorer
 from models.generate import greedy, hf_last_logits
+from models.macs import reference_macs, search_macs
 from models.pruned import count_params
 from models.search import HookScorer, Search
 from models.surgery import pruned_config
@@ -209,6 +210,16 @@ def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_par
         cut[f"{prefix}_accuracy"] = accuracy(task, tokenizer, pruned_fn, split, bs)
         cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split, bs)
     return {"full": full, "pruned": cut}
+
+
+def build_cost(engine: str, shape: arch.Shape, p_ids: torch.Tensor, n_new: int, val_ids: torch.Tensor,
+               search: Search, fit: dict) -> dict:
+    """metrics.json's build block: the MACs of the patching means (the full model on the patching prompts, extended
+    by its answers), of the search (every state it scored, by `engine`) and of the fit, and their sum."""
+    means = reference_macs(shape, p_ids.shape[0], p_ids.shape[1] + n_new - 1)
+    ref, fast = search_macs(shape, *val_ids.shape, search.asked)
+    scored = fast if engine == "fast" else ref
+    return {"means_macs": means, "search_macs": scored, "fit_macs": fit["macs"], "macs": means + scored + fit["macs"]}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
+from bench.core.budget import PAPER_STEPS, matched_steps, pool_macs, training_macs
 from bench.core.distill_data import DistillData
 from bench.core.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
                                 student_config, teacher_config, trainable)
@@ -29,7 +30,7 @@ from bench.core.rundir import CONFIG, MODELS, RunDir, check_out, default_dir, wr
 from models import arch, loading
 from models.generate import hf_last_logits
 from models.io import MANIFEST, load_pruned, save_pruned
-from models.pruned import PrunedModel, count_params, count_params_of
+from models.pruned import PrunedConfig, PrunedModel, count_params, count_params_of
 from models.types import BenchError
 from tasks import get_task
 from tasks.base import first_token_is_target
@@ -38,6 +39,7 @@ from tasks.data import TaskDataModule
 EVAL_SPLITS = ("val", "test", "test-heldout")
 
 INITS = ("random", "circuit")
+BUDGETS = ("steps", "matched")
 # what may change between a run and its --resume; everything else must match config.json
 RESUMABLE = ("steps", "val_every", "ckpt_every", "log_every", "out", "overwrite", "resume", "device", "accelerator",
              "devices", "strategy")
@@ -57,6 +59,8 @@ class DistillArgs:
         init: random (seeded normal(0, 0.02) body) or circuit (fine-tune --match's pruned model).
         model: the teacher (default: --match's model, else smollm2-135m).
         steps: Adam steps, each on a fresh batch of the task stream (the paper's "20000 epochs").
+        budget: steps (train --steps steps) or matched (train until the student's build MACs, the teacher's pool
+            included, reach those of the --match run's circuit: its search and fit; --steps is then ignored).
         teacher_pool: 0 (default): the teacher runs in every step on fresh prompts. N > 0: train on a pool of the
             stream's first N prompts instead, passing over it in seeded orders, with the teacher's logits computed
             once (N × vocabulary floats in memory).
@@ -89,6 +93,7 @@ class DistillArgs:
     init: str = "random"
     model: str | None = None
     steps: int = 20000
+    budget: str = "steps"
     teacher_pool: int = 0
     batch_size: int = 64
     lr: float = 1e-3
@@ -114,6 +119,10 @@ class DistillArgs:
         self._check_shape()
         if self.init not in INITS:
             raise BenchError(f"unknown --init {self.init!r}; use one of: {', '.join(INITS)}")
+        if self.budget not in BUDGETS:
+            raise BenchError(f"unknown --budget {self.budget!r}; use one of: {', '.join(BUDGETS)}")
+        if self.budget == "matched" and self.match is None:
+            raise BenchError("--budget matched trains for the build MACs of a circuit; give its run with --match")
         if self.init == "circuit" and self.match is None:
             raise BenchError("--init circuit fine-tunes an extracted circuit; give its run with --match RUN_DIR")
         for name, value, low in (("lr", self.lr, "> 0"), ("temperature", self.temperature, "> 0"),
@@ -184,7 +193,7 @@ def check_start(out: Path, args: DistillArgs) -> None:
                          "resume with the same settings (only --steps, --val-every, --ckpt-every, --log-every, --out "
                          "and device settings may change)")
     done = steps_in(ckpt)
-    if done > args.steps:
+    if args.budget == "steps" and done > args.steps:
         raise BenchError(f"{ckpt} already holds {done} steps; resume with --steps >= {done}")
 
 
@@ -285,15 +294,18 @@ def distill(args: DistillArgs) -> Path:
     check_batch(teacher, task, tokenizer, args, device)
     student, shape = make_student(args, run, teacher)
     teacher_fn = hf_last_logits(teacher)
+    tcfg = teacher_config(teacher)
     teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, teacher_fn, dm.test, args.batch_size),
                     "heldout_accuracy": accuracy(task, tokenizer, teacher_fn, dm.heldout, args.batch_size),
-                    **count_params_of(teacher_config(teacher))}
+                    **count_params_of(tcfg)}
     at_init = student_report(student, task, tokenizer, dm, teacher_fn, args)
     module = DistillationModule(trainable(student.cpu()), teacher, task, tokenizer, args.lr, args.temperature,
                                 args.ce_weight, args.log_every)
     data = DistillData.wrap(dm, args.task, args.seed, args.batch_size)
     if args.teacher_pool:
         data.add_pool(args.teacher_pool, teacher_fn, teacher.config.vocab_size, device)
+    world = max(1, trainer.world_size)
+    trainer.fit_loop.epoch_loop.max_steps = planned_steps(args, run, data, module.student.cfg, tcfg, world)
     if rank0:
         begin(out, args, name, shape, dm)
         if not args.resume:
@@ -310,14 +322,49 @@ def distill(args: DistillArgs) -> Path:
                     "heldout_kl_to_teacher_at_init": at_init["heldout_kl_to_teacher"]}
     metrics = {"task": args.task, "teacher": teacher_info, "student": student_info,
                "match": match_info(run, student_info),
-               "train": train_info(args, steps, start, wall, data, max(1, trainer.world_size))}
+               "train": train_info(args, steps, start, wall, data, world)}
+    metrics["train"].update(build_cost(args, run, data, module.student.cfg, tcfg, steps, world))
     finish(out, args, module.student, metrics)
     return out
 
 
+def planned_steps(args: DistillArgs, run: ExtractionRun | None, data: DistillData, student: PrunedConfig,
+                  teacher: PrunedConfig, world: int) -> int:
+    """--steps, or under --budget matched the fewest steps whose MACs, the pool's included, reach the --match run's
+    build MACs."""
+    if args.budget == "steps":
+        return args.steps
+    return matched_steps(circuit_macs(run), pool_cost(data, teacher), student, teacher, args.batch_size,
+                         data.step_lengths(), data.pool is not None, world)
+
+
+def circuit_macs(run: ExtractionRun) -> int:
+    try:
+        return int(run.metrics["build"]["macs"])
+    except (KeyError, TypeError, ValueError):
+        raise BenchError(f"{run.path} records no build MACs (it was extracted before they were counted); re-run "
+                         "`bench extract`, or give --budget steps") from None
+
+
+def pool_cost(data: DistillData, teacher: PrunedConfig) -> int:
+    return pool_macs(teacher, *data.pool.ids.shape) if data.pool is not None else 0
+
+
+def build_cost(args: DistillArgs, run: ExtractionRun | None, data: DistillData, student: PrunedConfig,
+               teacher: PrunedConfig, steps: int, world: int) -> dict:
+    """metrics.json's train block, its cost: MACs of the pool and of the steps, the budget, and the target MACs of a
+    matched budget."""
+    pool = pool_cost(data, teacher)
+    train = training_macs(student, teacher, args.batch_size, data.step_lengths(), data.pool is not None, steps, world)
+    return {"budget": args.budget, "pool_macs": pool, "train_macs": train, "macs": pool + train,
+            "target_macs": circuit_macs(run) if args.budget == "matched" else None,
+            "paper_share": steps / PAPER_STEPS}
+
+
 def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: DistillData, world: int) -> dict:
     """metrics.json's train block: how much training, on how many distinct prompts, how long, at what precision."""
-    return {"steps": steps, "steps_requested": args.steps, "resumed_from_step": start,
+    return {"steps": steps, "steps_requested": args.steps if args.budget == "steps" else None,
+            "resumed_from_step": start,
             "batch_size": args.batch_size, "devices": world, "distinct_prompts": data.distinct(steps, world),
             "teacher_pool": args.teacher_pool, "teacher_pool_s": data.pool_s, "wall_s": wall,
             "precision": args.precision, "optimizer": "Adam", "lr": args.lr,

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.core.fitting import fit_means
-from bench.core.pipeline import (ExtractArgs, evaluate_models, log_final, prepare, search_circuit,
+from bench.core.pipeline import (ExtractArgs, build_cost, evaluate_models, log_final, prepare, search_circuit,
                                  tb_logger, templates)
 from bench.core.rundir import MODELS, SPLITS, RunDir, check_out, publishing
 from models.ablation import Means
@@ -45,6 +45,8 @@ def extract(args: ExtractArgs, data: type[TaskDataModule] = TaskDataModule) -> P
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
         metrics["fit"] = fit
+        metrics["build"] = build_cost(args.engine, shape, dm.patching.input_ids, task.n_new(tokenizer),
+                                      dm.val.input_ids, search, fit)
         write_run(run, resolved, circuit, pruned, metrics, dm, search, fitted)
         log_final(logger, metrics, len(search.order))
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.core.pipeline import (ExtractArgs, Prepared, SearchOptions, evaluate_models, log_final,
+from bench.core.pipeline import (ExtractArgs, Prepared, SearchOptions, build_cost, evaluate_models, log_final,
                                  prepare, search_circuit, tb_logger, templates)
 from bench.core.fitting import fit_means
 from bench.core.rundir import RunDir, check_out, default_dir, publishing, write_json
@@ -26,7 +26,8 @@ from models.surgery import prune, pruned_config
 from models.types import BenchError, Circuit
 
 COLUMNS = ("alpha", "kept_heads", "kept_mlps", "non_embedding_params", "pct_of_full", "test_accuracy",
-           "heldout_accuracy", "test_kl_to_full", "heldout_kl_to_full", "search_wall_s", "forwards", "fit_wall_s")
+           "heldout_accuracy", "test_kl_to_full", "heldout_kl_to_full", "search_wall_s", "forwards", "fit_wall_s",
+           "build_macs")
 ROC_COLUMNS = ("tpr", "fpr")
 PLOTS = ("size_vs_alpha.png", "accuracy_vs_size.png")
 
@@ -117,7 +118,9 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
            "pct_of_full": 100 * p["non_embedding"] / full_params["non_embedding"],
            "test_accuracy": p["test_accuracy"], "heldout_accuracy": p["heldout_accuracy"],
            "test_kl_to_full": p["test_kl_to_full"], "heldout_kl_to_full": p["heldout_kl_to_full"],
-           "search_wall_s": wall, "forwards": search.scorer.forwards, "fit_wall_s": fit["wall_s"]}
+           "search_wall_s": wall, "forwards": search.scorer.forwards, "fit_wall_s": fit["wall_s"],
+           "build_macs": build_cost(one.engine, s, ctx.dm.patching.input_ids, ctx.task.n_new(ctx.tokenizer),
+                                    ctx.dm.val.input_ids, search, fit)["macs"]}
     if ctx.truth is not None:
         row["tpr"], row["fpr"] = tpr_fpr(circuit.heads, ctx.truth.heads, s.n_layers, s.n_heads)
     return row, m["full"]

@@ -64,7 +64,9 @@ class Task:
     task's default KL threshold for the search. `stratum`, if set, names a kind of prompt (e.g. greater-than's
     decade carry) that the patching, validation and test splits each hold in its share of the draw, so that a
     seed's 40 validation prompts cannot leave it out of the search's KL. `val_share`, if set, gives the prompts
-    whose stratum is true that share of the validation split instead, weighing them up in the search's KL."""
+    whose stratum is true that share of the validation split instead, weighing them up in the search's KL. `score`,
+    if set, is a per-prompt measure beside accuracy that a constant answer cannot win (greater-than: the
+    probability difference), reported as `*_score` wherever accuracy is."""
 
     name: str
     description: str
@@ -76,6 +78,8 @@ class Task:
     alpha: float = 0.14  # `bench extract`'s default KL threshold for this task, chosen by measurement (README)
     stratum: Callable[[Example], object] | None = None  # a rare kind of prompt every split holds its share of
     val_share: float | None = None  # the share of the validation split the stratum's true kind takes (needs stratum)
+    score: Callable | None = None  # (tok, fn, ids, targets) -> (N,): a measure a constant answer cannot win
+    score_name: str = ""  # what the report calls it
 
     def spaces(self, tok: Tokenizer, heldout: bool) -> list[Space]:
         """The spaces of the training (or held-out) templates that have the task's one token length."""

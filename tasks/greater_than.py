@@ -109,6 +109,35 @@ def correct(tok: Tokenizer, targets: torch.Tensor, generated: torch.Tensor) -> t
     return torch.tensor([later(t, int(yy)) for t, yy in zip(texts, targets.tolist())], dtype=torch.bool)
 
 
+def answer_ids(tok: Tokenizer) -> torch.Tensor:
+    """The answer tokens the probability difference weighs: "00".."99" as one token each (n_new 1), or the
+    digits "0".."9" (n_new 2)."""
+    texts = [f"{y:02d}" for y in range(100)] if n_new(tok) == 1 else [str(d) for d in range(10)]
+    ids = [encode(tok, s) for s in texts]
+    if any(len(i) != 1 for i in ids):
+        raise unsupported(tok, NAME, "its answers are not one token each")
+    return torch.tensor([i[0] for i in ids])
+
+
+@torch.inference_mode()
+def prob_diff(tok: Tokenizer, fn, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Hanna et al. (2023)'s probability difference per prompt (N,): the probability of a two-digit answer after YY
+    minus that of one up to YY. With split digits P("ab") = P(a) P(b | a), the second digit read after YY's tens
+    (the only first digit whose second digit decides). A constant answer scores about 0 on it, whatever its
+    accuracy. `fn` maps ids (N, T) to last-position logits (N, V)."""
+    answers, yy, ids = answer_ids(tok), targets.cpu(), ids.cpu()  # (A,), (N,), (N, T)
+    p1 = fn(ids).float().cpu().softmax(-1)[:, answers]  # (N, A)
+    if len(answers) == 100:
+        later = torch.arange(100)[None] > yy[:, None]  # (N, 100)
+        return (p1 * later).sum(1) - (p1 * ~later).sum(1)
+    tens, units, ar = yy // 10, yy % 10, torch.arange(10)
+    p2 = fn(torch.cat([ids, answers[tens][:, None]], 1)).float().cpu().softmax(-1)[:, answers]  # (N, 10): given tens
+    eq = p1.gather(1, tens[:, None])[:, 0]  # (N,)
+    after = (p1 * (ar > tens[:, None])).sum(1) + eq * (p2 * (ar > units[:, None])).sum(1)
+    upto = (p1 * (ar < tens[:, None])).sum(1) + eq * (p2 * (ar <= units[:, None])).sum(1)
+    return after - upto
+
+
 TASK = Task(
     name=NAME,
     description="greater-than: 'The war lasted from the year 1732 to 17' -> a two-digit year > 32, "
@@ -117,6 +146,8 @@ TASK = Task(
     space=space,
     n_new=n_new,
     correct=correct,
+    score=prob_diff,
+    score_name="probability difference",
     off_template=OFF_TEMPLATE,
     alpha=0.07,  # at 0.14 the circuits lose half the start years ending in 9 (README, results/gt-alpha-s1-...)
     stratum=lambda e: e.target % 10 == 9,  # the decade carry: about 1 prompt in 10, so every split holds its share

@@ -25,8 +25,9 @@ from models.types import BenchError
 TASK = "greater-than"
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "8", "--fit-steps", "5"]
 RUNS = {"e-mlps-s0": MLPS, "e-heads-s0": HEADS, "d-random-s0": KD, "d-circuit-s0": CKD}
-COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "KL to full",
-           "held-out KL", "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "build cost s",
+COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
+           "probability difference, test / held-out (gain)", "KL to full", "held-out KL",
+           "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "build MACs", "build cost s",
            "warm-up s (compile)"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -125,6 +126,8 @@ def test_report_files_tables_and_plots(result):
     assert [r[0] for r in body] == [FULL, HF, MLPS, HEADS, KD, CKD]
     assert all(len(r) == len(COLUMNS) and r[1] == "1" and "±" not in " ".join(r) for r in body)
     assert "The smallest model is" in md and "Against the full model:" in md and "Against distillation" in md
+    budgets = next(line for line in md.splitlines() if line.startswith("Students' budgets"))
+    assert "d-random-s0: 2 steps × " in budgets and "0.0% of the paper's 20,000 steps" in budgets and "MACs" in budgets
     for png in out.glob("*.png"):
         check_png(png)
         assert f"![{png.name}]({png.name})" in md
@@ -165,6 +168,15 @@ def test_numbers_agree_with_the_runs(result, runs):
     assert train["teacher_pool_s"] > 0
     circuit = search + ext["fit"]["wall_s"]
     assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(circuit + train["wall_s"] + train["teacher_pool_s"])
+    macs = ext["build"]["macs"]  # MACs: the circuit's build; a student's pool and steps; both for circuit + KD
+    assert int(float(by_run["e-mlps-s0"]["build_macs"])) == macs
+    assert int(float(by_run["d-circuit-s0"]["build_macs"])) == macs + train["macs"]
+    assert int(float(by_run["d-random-s0"]["build_macs"])) == rjson(runs / "d-random-s0" / "metrics.json")["train"]["macs"]
+    for name, row in by_run.items():  # greater-than's own score, as the runs measured it
+        mine = rjson(runs / name / "metrics.json")
+        mine = mine["pruned"] if name.startswith("e-") else mine["student"]
+        assert float(row["score"]) == pytest.approx(mine["test_score"], abs=1e-6)
+        assert float(row["heldout_score_gain"]) == pytest.approx(mine["heldout_score_gain"], abs=1e-6)
     for name in ("e-mlps-s0", "d-circuit-s0"):  # the search column is the search alone, the fit is training
         assert float(by_run[name]["search_s"]) == pytest.approx(search)
     assert "prompts of a 12-prompt teacher pool" in by_run["d-circuit-s0"]["settings"]
@@ -196,7 +208,9 @@ def test_latency_fields_and_table_cells(result):
         assert cells[2].startswith(f"{int(float(r['non_embedding'])):,}")
         assert cells[3].startswith(f"{100 * float(r['accuracy']):.1f}%")
         assert cells[4].startswith(f"{100 * float(r['heldout_accuracy']):.1f}%")
-        assert cells[7].startswith(f"{float(r['latency_median_ms']):.2f} (")
+        assert cells[5].startswith(f"{float(r['score']):.3f} / {float(r['heldout_score']):.3f} (gain ")
+        assert cells[8].startswith(f"{float(r['latency_median_ms']):.2f} (")
+        assert cells[10] == ("—" if r["method"] in (FULL, HF) else f"{float(r['build_macs']):.3g}")
 
 
 def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):

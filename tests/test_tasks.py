@@ -288,3 +288,50 @@ def test_prompts_start_with_the_bos_a_tokenizer_adds_itself(name, smollm2_tokeni
     with_bos = get_task(name).examples(bos_tok, 6, seed=0)
     assert [e.input_ids for e in with_bos] == [(1,) + e.input_ids for e in plain]
     assert get_task(name).spaces(bos_tok, heldout=False)[0].length == len(plain[0].input_ids) + 1
+
+
+# ---- greater-than's probability difference: a score a constant answer cannot win -----------------------------
+
+def _greater_than_split(tok, n: int = 60):
+    task = get_task("greater-than")
+    return task, Split("test", tuple(task.examples(tok, n, 0)))
+
+
+def _digit_model(tok, pick):
+    """Last-position logits with all mass on the digit `pick(yy, position)` for each prompt: position 0 for the first
+    answer digit, 1 once a digit is appended. Rows are told apart by their prompt, so any batch order works."""
+    from tasks.greater_than import answer_ids
+
+    digits = answer_ids(tok)
+    task, split = _greater_than_split(tok)
+    by_prompt = {tuple(e.input_ids): e.target for e in split.examples}
+    n_prompt = split.input_ids.shape[1]
+
+    def fn(ids):
+        out = torch.full((len(ids), len(tok)), -30.0)
+        for i, row in enumerate(ids.tolist()):
+            yy = by_prompt[tuple(row[:n_prompt])]
+            out[i, digits[pick(yy, len(row) - n_prompt)]] = 30.0
+        return out
+    return task, split, fn
+
+
+def test_a_constant_99_wins_accuracy_and_the_difference_but_gains_nothing(smollm2_tokenizer):
+    from bench.core.metrics import accuracy, scores
+
+    task, split, fn = _digit_model(smollm2_tokenizer, lambda yy, pos: 9)
+    assert accuracy(task, smollm2_tokenizer, fn, split) == 1.0  # every YY is at most 98
+    s = scores(task, smollm2_tokenizer, fn, split, batch_size=7)
+    assert s["score"] == pytest.approx(1.0, abs=1e-6) and s["score_gain"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_next_year_gains_and_a_uniform_guess_does_not(smollm2_tokenizer):
+    from bench.core.metrics import scores
+
+    task, split, nxt = _digit_model(smollm2_tokenizer, lambda yy, pos: (yy + 1) // 10 if pos == 0 else (yy + 1) % 10)
+    s = scores(task, smollm2_tokenizer, nxt, split, batch_size=7)
+    assert s["score"] == pytest.approx(1.0, abs=1e-6) and s["score_gain"] > 0.5
+    uniform = lambda ids: torch.zeros(len(ids), len(smollm2_tokenizer))  # noqa: E731
+    s = scores(task, smollm2_tokenizer, uniform, split, batch_size=7)
+    assert abs(s["score"]) < 0.1 and s["score_gain"] == pytest.approx(0.0, abs=1e-6)
+    assert scores(get_task("ioi"), smollm2_tokenizer, uniform, split) is None  # a task without a score

@@ -16,7 +16,7 @@ from bench.core.extraction import ExtractionModule, SearchProgress
 from bench.core.fitting import FitOptions, fit_or_interrupt, lightning_device
 from bench.core.match import ExtractionRun
 from bench.core.memory import GB, check_fits
-from bench.core.metrics import BATCH_SIZE, accuracy, kl_to
+from bench.core.metrics import BATCH_SIZE, accuracy, kl_to, prefixed, scores
 from bench.core.rundir import RunDir, default_dir
 from models import arch, loading
 from models.ablation import Means, collect_means
@@ -206,8 +206,9 @@ def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_par
     pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
     full, cut = dict(full_params), dict(count_params(pruned))
     for prefix, split in (("test", dm.test), ("heldout", dm.heldout)):
-        full[f"{prefix}_accuracy"] = accuracy(task, tokenizer, full_fn, split, bs)
-        cut[f"{prefix}_accuracy"] = accuracy(task, tokenizer, pruned_fn, split, bs)
+        for out, fn in ((full, full_fn), (cut, pruned_fn)):
+            out[f"{prefix}_accuracy"] = accuracy(task, tokenizer, fn, split, bs)
+            out.update(prefixed(prefix, scores(task, tokenizer, fn, split, bs)))
         cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split, bs)
     return {"full": full, "pruned": cut}
 

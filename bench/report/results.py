@@ -43,6 +43,11 @@ class Measurement:
     heldout_accuracy: float = math.nan  # on the run's test-heldout split (held-out templates)
     heldout_kl_to_full: float = math.nan
     full_heldout_accuracy: float = math.nan
+    build_macs: int | None = None  # the run's build, in MACs (bench/core/budget.py)
+    score: float = math.nan  # the task's own score (Task.score), where it has one, and its gain (metrics.scores)
+    score_gain: float = math.nan
+    heldout_score: float = math.nan
+    heldout_score_gain: float = math.nan
 
     @property
     def params_delta_pct(self) -> float:
@@ -107,6 +112,10 @@ def stat(values: list[float | None]) -> Stat | None:
     return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
 
 
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
 METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "non_embedding": lambda m: m.non_embedding,
     "params_delta_pct": lambda m: m.params_delta_pct,
@@ -125,6 +134,11 @@ METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "search_s": lambda m: m.search_s,
     "train_s": lambda m: m.train_s,
     "build_s": lambda m: m.build_s,
+    "build_macs": lambda m: m.build_macs,
+    "score": lambda m: _finite(m.score),
+    "score_gain": lambda m: _finite(m.score_gain),
+    "heldout_score": lambda m: _finite(m.heldout_score),
+    "heldout_score_gain": lambda m: _finite(m.heldout_score_gain),
     "warmup_s": lambda m: m.latency.warmup_s + m.latency_b1.warmup_s,  # compilation and graph capture included
 }
 

@@ -6,9 +6,11 @@ import csv
 import math
 from pathlib import Path
 
+from bench.core.budget import in_words
 from bench.report.figures import plot_task
 from bench.report.results import (CKD, FULL, HEADS, HF, KD, METRICS, MLPS, CompareResult, Measurement, Row, Stat,
                                   TaskResult, batches, rows)
+from tasks import get_task
 
 
 # ---- formatting ----------------------------------------------------------------------------------------
@@ -24,13 +26,20 @@ def small(x: float) -> str:
     return "0" if x == 0 else (f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.1e}")
 
 
-HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "KL to full",
-          "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)", "build cost s",
-          "warm-up s (compile)")
+HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "{score}",
+          "KL to full", "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)", "build MACs",
+          "build cost s", "warm-up s (compile)")
+SCORE = 5  # the column of the task's own score, left out for a task without one
 
 
-def cells(row: Row) -> list[str]:
-    """The table cells of one row (markdown and the terminal table share them)."""
+def scored(table: list[Row]) -> bool:
+    """Whether the task has its own score (greater-than's probability difference) in this table."""
+    return any(r["score"] is not None for r in table)
+
+
+def cells(row: Row, with_score: bool = False) -> list[str]:
+    """The table cells of one row (markdown and the terminal table share them); `with_score`: the task's own
+    score and its gain over another prompt's target, test / held-out."""
     params = pm(row["non_embedding"], ",.0f") + (f" ({pm(row['params_delta_pct'], '+.1f', suffix='%')})"
                                                   if row.reduced else "")
     acc, held = (pm(row[k], ".1f", 100, "%") + (f" ({pm(row[k + '_delta_pts'], '+.1f')})" if row.method != FULL else "")
@@ -39,17 +48,31 @@ def cells(row: Row) -> list[str]:
                         for s in (row["kl_to_full"], row["heldout_kl_to_full"]))
     lat = [f"{pm(row[k + '_median_ms'], '.2f')} ({pm(row[k + '_p95_ms'], '.2f')})"
            + (f", {pm(row[k + '_delta_pct'], '+.1f', suffix='%')}" if row.reduced else "") for k in ("latency", "latency_b1")]
-    return [row.label, str(row.n), params, acc, held, kl_text, held_kl, *lat, pm(row["build_s"], ".3g"),
-            pm(row["warmup_s"], ".3g")]
+    score = (f"{pm(row['score'], '.3f')} / {pm(row['heldout_score'], '.3f')} (gain "
+             f"{pm(row['score_gain'], '.3f')} / {pm(row['heldout_score_gain'], '.3f')})")
+    out = [row.label, str(row.n), params, acc, held, score, kl_text, held_kl, *lat, pm(row["build_macs"], ".3g"),
+           pm(row["build_s"], ".3g"), pm(row["warmup_s"], ".3g")]
+    return out if with_score else out[:SCORE] + out[SCORE + 1:]
 
 
-SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "held-out (Δ pts)", "KL", "held-out KL", "b={b} ms (p95)",
-         "b=1 ms (p95)", "build s", "warm-up s")
+SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "held-out (Δ pts)", "{score}", "KL", "held-out KL",
+         "b={b} ms (p95)", "b=1 ms (p95)", "build MACs", "build s", "warm-up s")
 
 
-def header(task: TaskResult, short: bool = False) -> list[str]:
-    """The table's column names; `short` ones for a terminal."""
-    return [h.format(b=batches(task)) for h in (SHORT if short else HEADER)]
+def header(task: TaskResult, short: bool = False, with_score: bool = False) -> list[str]:
+    """The table's column names; `short` ones for a terminal; `with_score`: the task's own score's column."""
+    name = get_task(task.task).score_name
+    out = [h.format(b=batches(task), score=f"{name}, test / held-out (gain)") for h in (SHORT if short else HEADER)]
+    return out if with_score else out[:SCORE] + out[SCORE + 1:]
+
+
+def budgets(task: TaskResult) -> list[str]:
+    """Each student's budget in words: steps × batch, MACs, seconds and share of the paper's steps."""
+    said = [f"{Path(m.run).name}: " + in_words(m.reported["steps"], m.reported["batch_size"], m.build_macs or 0,
+                                                m.build_s or 0.0)
+            for m in task.measurements if m.method in (KD, CKD) and "steps" in m.reported]
+    return ["Students' budgets (circuit + KD: its circuit's build included in MACs and seconds): "
+            + "; ".join(said) + "."] if said else []
 
 
 # ---- the paragraph that reads the numbers --------------------------------------------------------------
@@ -95,18 +118,31 @@ def _versus(reduced: list[Row]) -> str:
         gap = 100 * (circuit["accuracy"].mean - student["accuracy"].mean)
         how = ("as accurate as" if abs(gap) < 0.05 else
                f"{abs(gap):.1f} pts {'more' if gap > 0 else 'less'} accurate than")
-        cb, sb = circuit["build_s"], student["build_s"]
+        cb, sb, cm, sm = circuit["build_s"], student["build_s"], circuit["build_macs"], student["build_macs"]
+        cost = (f"{cm.mean:.3g} MACs ({cb.mean:.3g} s) against {sm.mean:.3g} MACs ({sb.mean:.3g} s)" if cm and sm and
+                cb and sb else f"{cb.mean:.3g} s against {sb.mean:.3g} s" if cb and sb else "")
         out.append(f"Against distillation, {circuit.label} is {how} {student.label} ({circuit['accuracy'].mean:.1%} vs "
                    f"{student['accuracy'].mean:.1%}; held-out templates {circuit['heldout_accuracy'].mean:.1%} vs "
                    f"{student['heldout_accuracy'].mean:.1%}; KL {small(circuit['kl_to_full'].mean)} vs "
                    f"{small(student['kl_to_full'].mean)}) at {circuit['non_embedding'].mean:,.0f} vs "
-                   f"{student['non_embedding'].mean:,.0f} parameters"
-                   + (f", and took {cb.mean:.3g} s to build against {sb.mean:.3g} s." if cb and sb else "."))
+                   f"{student['non_embedding'].mean:,.0f} parameters" + (f", and took {cost} to build." if cost else "."))
+    out += [_blind(r) for r in reduced if _blind(r)]
     if circuit and tuned:
         out.append(f"Fine-tuning circuits with KD ({tuned.label}) reaches {tuned['accuracy'].mean:.1%} at KL "
                    f"{small(tuned['kl_to_full'].mean)}, against {circuit['accuracy'].mean:.1%} at KL "
                    f"{small(circuit['kl_to_full'].mean)} for {circuit.label}.")
     return " ".join(out)
+
+
+def _blind(row: Row) -> str:
+    """A caution where a model's accuracy comes without reading the prompt: a task score whose gain over another
+    prompt's target is under a tenth of the score (a constant answer's is 0)."""
+    s, g = row["score"], row["score_gain"]
+    if s is None or g is None or g.mean >= 0.1 * abs(s.mean):
+        return ""
+    return (f"{row.label}'s accuracy ({row['accuracy'].mean:.1%}) is no win: like a constant answer's, its score "
+            f"barely depends on the prompt (gain {g.mean:.3f} over another prompt's target, against a score of "
+            f"{s.mean:.3f}).")
 
 
 def _latency(reduced: list[Row], b: str) -> str:
@@ -167,9 +203,11 @@ def task_section(task: TaskResult, plots: list[str]) -> list[str]:
                   + "; ".join(", ".join(map(str, s)) for s in task.splits.values()) + "); each run is scored on its "
                   "own test split and compared with the full model on that split; the full model's row is over the "
                   "splits")
+    s = scored(table)
+    names = header(task, with_score=s)
     lines = [f"## {task.task}", "", f"Test set: {where}.", "",
-             "| " + " | ".join(header(task)) + " |", "| --- |" + " ---: |" * (len(HEADER) - 1)]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in table]
+             "| " + " | ".join(names) + " |", "| --- |" + " ---: |" * (len(names) - 1)]
+    lines += ["| " + " | ".join(cells(r, s)) + " |" for r in table]
     seeds = lambda r: ", ".join(str(m.seed) for m in r.runs)  # noqa: E731
     lines += ["", "Settings: " + "; ".join(f"{r.label}: {r.settings} (n={r.n}, seeds {seeds(r)})"
                                            for r in table if r.reduced) + ".",
@@ -177,9 +215,13 @@ def task_section(task: TaskResult, plots: list[str]) -> list[str]:
               "Build cost: Algorithm 1's search wall time for circuits (and the fit of their constants), the "
               "training wall time (and a teacher pool's "
               "forward) for students, both for "
-              "circuit + KD (as each run recorded it, on its own device). Warm-up: the untimed forwards before the "
+              "circuit + KD (as each run recorded it, on its own device); build MACs: the same builds in "
+              "multiply-accumulates, counted from the shapes that ran, the same on every device. "
+              + (f"{get_task(task.task).score_name.capitalize()}: the task's own score, and its gain over the same "
+                 "model scored against another prompt's target (0 for a model whose answers ignore the prompt, "
+                 "such as a constant answer). " if s else "") + "Warm-up: the untimed forwards before the "
               "timed ones at both batch sizes, compilation and graph capture included when compiled: a deployer's "
-              "one-time cost.", *task.notes, "", summary(task, table), ""]
+              "one-time cost.", *budgets(task), *task.notes, "", summary(task, table), ""]
     lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
     return lines
 

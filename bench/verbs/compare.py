@@ -18,8 +18,9 @@ from rich.text import Text
 from torch import nn
 
 from bench.core import progress
+from bench.core.budget import PAPER_STEPS
 from bench.report import tables as report
-from bench.core.metrics import accuracy, kl_to
+from bench.core.metrics import accuracy, kl_to, scores
 from bench.core.latency import measure
 from bench.report.results import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
 from bench.core.rundir import RunDir, check_out, publishing
@@ -117,6 +118,7 @@ class Run:
     reported: dict  # non_embedding, accuracy, kl as the run measured them
     search_s: float | None
     train_s: float | None
+    build_macs: int | None = None  # what building it took, in MACs (runs from before they were counted: None)
 
 
 def model_id(name: str) -> str:
@@ -181,7 +183,8 @@ def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
                  f"{float(fit['lr']):g}{jitter}{lengths}" if int(fit["steps"]) else "the patching means as constants")
     return Run(path, method, f"alpha {float(a['alpha']):g}, {a['ablation']} ablation, {constants}", str(a["task"]),
                model_id(str(a["model"])), int(a["seed"]), RunDir(path).model, reported,
-               float(metrics["search"]["wall_s"]), float(fit["wall_s"]) if int(fit["steps"]) else None)
+               float(metrics["search"]["wall_s"]), float(fit["wall_s"]) if int(fit["steps"]) else None,
+               _macs(metrics.get("build")))
 
 
 def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
@@ -193,26 +196,35 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
     if "steps" not in a:
         raise ValueError("it was trained on a run's fixed prompts (before the task stream); re-run `bench distill`")
     pool = int(a.get("teacher_pool") or 0)
-    steps = f"{int(a['steps'])} steps × {int(a['batch_size'])} " + (f"prompts of a {pool}-prompt teacher pool" if pool
-                                                                     else "streamed prompts")
+    budget = ("its circuit's build MACs" if a.get("budget") == "matched" else
+              f"{int(a['steps'])} steps ({int(a['steps']) / PAPER_STEPS:.1%} of the paper's {PAPER_STEPS:,})")
+    steps = f"{budget} × {int(a['batch_size'])} " + (f"prompts of a {pool}-prompt teacher pool" if pool
+                                                     else "streamed prompts")
     settings = f"{steps}, lr {float(a['lr']):g}, T {float(a['temperature']):g}{ce}, {size}"
     reported = {"non_embedding": int(student["non_embedding"]), "accuracy": float(student["test_accuracy"]),
-                "kl": float(student["test_kl_to_teacher"])}
-    search, fit = _circuit_build(a.get("match")) if a["init"] == "circuit" else (None, 0.0)
+                "kl": float(student["test_kl_to_teacher"]), "steps": int(metrics["train"]["steps"]),
+                "batch_size": int(a["batch_size"])}
+    search, fit, circuit_macs = _circuit_build(a.get("match")) if a["init"] == "circuit" else (None, 0.0, 0)
     train = float(metrics["train"]["wall_s"]) + float(metrics["train"].get("teacher_pool_s", 0))
+    macs = _macs(metrics["train"])
     return Run(path, CKD if a["init"] == "circuit" else KD, settings, str(a["task"]),
                model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), RunDir(path).model,
-               reported, search, fit + train)
+               reported, search, fit + train, None if macs is None or circuit_macs is None else macs + circuit_macs)
 
 
-def _circuit_build(match: str | None) -> tuple[float | None, float]:
-    """(search, fit of its constants) wall times of the circuit a circuit + KD student started from, as its extract
-    row splits them into search and training; (None, 0) if the run is gone."""
+def _macs(block: dict | None) -> int | None:
+    """A build or train block's MACs; None for a run from before they were counted."""
+    return int(block["macs"]) if isinstance(block, dict) and block.get("macs") is not None else None
+
+
+def _circuit_build(match: str | None) -> tuple[float | None, float, int | None]:
+    """(search, fit of its constants) wall times and build MACs of the circuit a circuit + KD student started from,
+    as its extract row splits them into search and training; (None, 0, None) if the run is gone."""
     try:
         m = RunDir(Path(match)).metrics()
-        return float(m["search"]["wall_s"]), float((m.get("fit") or {}).get("wall_s", 0))
+        return float(m["search"]["wall_s"]), float((m.get("fit") or {}).get("wall_s", 0)), _macs(m.get("build"))
     except (BenchError, KeyError, TypeError, ValueError):
-        return None, 0.0
+        return None, 0.0, None
 
 
 def _bool(x) -> bool:
@@ -316,6 +328,7 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None,
     for prefix, split in (("", splits.test), ("heldout_", splits.heldout)):
         out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
         out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split, bs)
+        out.update({f"{prefix}{k}": v for k, v in (scores(get_task(task), b.tokenizer, fn, split, bs) or {}).items()})
     return out
 
 
@@ -355,7 +368,7 @@ def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: LogitsFn, b:
     return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(splits.test),
                        count_params(model)["non_embedding"], **score(model, r.task, splits, ref, b),
                        full_non_embedding=full.non_embedding, full_accuracy=full.accuracy, search_s=r.search_s,
-                       train_s=r.train_s, reported=r.reported, full_latency_ms=full.latency.median_ms,
+                       train_s=r.train_s, build_macs=r.build_macs, reported=r.reported, full_latency_ms=full.latency.median_ms,
                        full_latency_b1_ms=full.latency_b1.median_ms, full_heldout_accuracy=full.heldout_accuracy)
 
 
@@ -438,10 +451,12 @@ def print_compare(result: CompareResult, console: Console) -> None:
         console = Console(file=console.file, width=WIDE)
     for task in result.tasks:
         table = Table(title=f"{task.task} on {result.model}  ({result.env['device']}, {result.env['dtype']})")
-        for i, col in enumerate(report.header(task, short=True)):
+        rows = report.rows(task)
+        s = report.scored(rows)
+        for i, col in enumerate(report.header(task, short=True, with_score=s)):
             table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-        for row in report.rows(task):
-            table.add_row(*map(Text, report.cells(row)))
+        for row in rows:
+            table.add_row(*map(Text, report.cells(row, s)))
         console.print(table)
         if not task.shared:
             console.print(f"note: the {task.task} runs do not share one test set; each is scored on its own split")

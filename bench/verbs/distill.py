@@ -23,7 +23,7 @@ from bench.core.budget import PAPER_STEPS, matched_steps, pool_macs, training_ma
 from bench.core.distill_data import DistillData
 from bench.core.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
                                 student_config, teacher_config, trainable)
-from bench.core.metrics import accuracy, kl_to
+from bench.core.metrics import accuracy, kl_to, prefixed, scores
 from bench.core.match import ExtractionRun, match_info, read_run
 from bench.core.memory import batch_bytes, require
 from bench.core.rundir import CONFIG, MODELS, RunDir, check_out, default_dir, write_json
@@ -241,6 +241,7 @@ def student_report(student: PrunedModel, task, tokenizer, dm: TaskDataModule, te
     out = {}
     for prefix, split in (("test", dm.test), ("heldout", dm.heldout), ("val", dm.val)):
         out[f"{prefix}_accuracy"] = accuracy(task, tokenizer, fn, split, bs)
+        out.update(prefixed(prefix, scores(task, tokenizer, fn, split, bs)))
         out[f"{prefix}_kl_to_teacher"] = kl_to(teacher_fn, fn, split, bs)
     return out
 
@@ -297,6 +298,8 @@ def distill(args: DistillArgs) -> Path:
     tcfg = teacher_config(teacher)
     teacher_info = {"model": name, "test_accuracy": accuracy(task, tokenizer, teacher_fn, dm.test, args.batch_size),
                     "heldout_accuracy": accuracy(task, tokenizer, teacher_fn, dm.heldout, args.batch_size),
+                    **prefixed("test", scores(task, tokenizer, teacher_fn, dm.test, args.batch_size)),
+                    **prefixed("heldout", scores(task, tokenizer, teacher_fn, dm.heldout, args.batch_size)),
                     **count_params_of(tcfg)}
     at_init = student_report(student, task, tokenizer, dm, teacher_fn, args)
     module = DistillationModule(trainable(student.cpu()), teacher, task, tokenizer, args.lr, args.temperature,
@@ -435,5 +438,9 @@ def print_distill(out: Path, console: Console) -> None:
                   f"{s['heldout_accuracy']:.1%}",
                   f"{s['test_kl_to_teacher']:.4f} (init {s['test_kl_to_teacher_at_init']:.4f})")
     console.print(table)
+    if "test_score" in s:
+        console.print(f"{get_task(m['task']).score_name}, test / held-out (gain over another prompt's target): "
+                      f"student {s['test_score']:.3f} / {s['heldout_score']:.3f} ({s['test_score_gain']:.3f} / "
+                      f"{s['heldout_score_gain']:.3f}), teacher {t['test_score']:.3f} / {t['heldout_score']:.3f}")
     console.print(f"student {s['shape']}; {tr['steps']} steps, {tr['distinct_prompts']:,} distinct prompts, "
                   f"{tr['wall_s']:.1f} s; run: {out}")

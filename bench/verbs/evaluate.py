@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.core.metrics import accuracy
+from bench.core.metrics import accuracy, prefixed, scores
 from bench.core.rundir import RunDir
 from models import loading
 from models.io import load_pruned
@@ -57,6 +57,7 @@ def evaluate(args: EvaluateArgs) -> dict:
     for prefix, name in (("test", "test"), ("heldout", "test-heldout")):
         split = run.split(name)
         out[f"n_{prefix}"], out[f"{prefix}_accuracy"] = len(split), accuracy(task, tokenizer, fn, split)
+        out.update(prefixed(prefix, scores(task, tokenizer, fn, split)))
     return out
 
 
@@ -64,3 +65,8 @@ def print_evaluate(result: dict, console: Console) -> None:
     console.print(f"{result['task']} on {result['model']}: standalone model accuracy "
                   f"{result['test_accuracy']:.1%} on {result['n_test']} test prompts (training templates), "
                   f"{result['heldout_accuracy']:.1%} on {result['n_heldout']} held-out-template prompts")
+    if "test_score" in result:
+        name = get_task(result["task"]).score_name
+        console.print(f"{name}: {result['test_score']:.3f} on test, {result['heldout_score']:.3f} held-out (gain "
+                      f"over another prompt's target: {result['test_score_gain']:.3f}, "
+                      f"{result['heldout_score_gain']:.3f}; a model that ignores the prompt gains 0)")

@@ -17,6 +17,7 @@ from models.pruned import count_params_of
 from models.search import Search
 from models.surgery import prune, pruned_config
 from models.types import Circuit
+from tasks import get_task
 from tasks.data import TaskDataModule
 
 __all__ = ["ExtractArgs", "extract", "print_extract"]
@@ -79,6 +80,12 @@ def print_extract(out, console: Console) -> None:
               f"{pruned['heldout_accuracy']:.1%}", f"{pruned['test_kl_to_full']:.4f}",
               f"{pruned['heldout_kl_to_full']:.4f}")
     console.print(t)
+    if "test_score" in pruned:
+        name = get_task(c["task"]).score_name
+        console.print(f"{name}, test / held-out (gain over another prompt's target): circuit "
+                      f"{pruned['test_score']:.3f} / {pruned['heldout_score']:.3f} ({pruned['test_score_gain']:.3f} / "
+                      f"{pruned['heldout_score_gain']:.3f}), full {full['test_score']:.3f} / "
+                      f"{full['heldout_score']:.3f} ({full['test_score_gain']:.3f} / {full['heldout_score_gain']:.3f})")
     fit = m.get("fit") or {"steps": 0}
     fitted = f"; constants fitted in {fit['steps']} steps, {fit['wall_s']:.0f} s" if fit["steps"] else ""
     console.print(f"kept {len(c['heads'])} heads, {len(c['mlps'])} MLPs; search {m['search']['wall_s']:.0f} s{fitted}; "

@@ -28,6 +28,7 @@ from models.types import BenchError, Circuit
 COLUMNS = ("alpha", "kept_heads", "kept_mlps", "non_embedding_params", "pct_of_full", "test_accuracy",
            "heldout_accuracy", "test_kl_to_full", "heldout_kl_to_full", "search_wall_s", "forwards", "fit_wall_s",
            "build_macs")
+SCORE_COLUMNS = ("test_score", "test_score_gain", "heldout_score", "heldout_score_gain")  # tasks with a score
 ROC_COLUMNS = ("tpr", "fpr")
 PLOTS = ("size_vs_alpha.png", "accuracy_vs_size.png")
 
@@ -118,6 +119,7 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
            "pct_of_full": 100 * p["non_embedding"] / full_params["non_embedding"],
            "test_accuracy": p["test_accuracy"], "heldout_accuracy": p["heldout_accuracy"],
            "test_kl_to_full": p["test_kl_to_full"], "heldout_kl_to_full": p["heldout_kl_to_full"],
+           **{k: p[k] for k in SCORE_COLUMNS if k in p},
            "search_wall_s": wall, "forwards": search.scorer.forwards, "fit_wall_s": fit["wall_s"],
            "build_macs": build_cost(one.engine, s, ctx.dm.patching.input_ids, ctx.task.n_new(ctx.tokenizer),
                                     ctx.dm.val.input_ids, search, fit)["macs"]}
@@ -164,7 +166,8 @@ def summarise(args: SweepArgs, ctx: Loaded, rows: list[dict], full: dict) -> dic
 
 
 def write_results(run: Path, args: SweepArgs, result: dict) -> None:
-    columns = COLUMNS + (ROC_COLUMNS if result["roc"] else ())
+    scored = SCORE_COLUMNS if result["rows"] and SCORE_COLUMNS[0] in result["rows"][0] else ()
+    columns = COLUMNS + scored + (ROC_COLUMNS if result["roc"] else ())
     with open(run / "sweep.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -115,8 +115,8 @@ def check_png(path: Path) -> None:
 def test_report_files_tables_and_plots(result):
     out = result.out
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["report.md", "results.csv", "runs.csv", f"accuracy-vs-params-{TASK}.png", f"latency-{TASK}.png",
-         f"distillation-{TASK}.png"])
+        ["report.md", "results.csv", "runs.csv", f"accuracy-vs-compute-{TASK}.png", f"accuracy-vs-params-{TASK}.png",
+         f"latency-{TASK}.png", f"distillation-{TASK}.png"])
     md = (out / "report.md").read_text()
     assert f"## {TASK}" in md and "shared by every run" in md and f"`{result.command}`" in md
     assert result.command.startswith(f"bench compare --task {TASK} --runs ") and "--latency-runs 20" in result.command
@@ -126,6 +126,8 @@ def test_report_files_tables_and_plots(result):
     assert [r[0] for r in body] == [FULL, HF, MLPS, HEADS, KD, CKD]
     assert all(len(r) == len(COLUMNS) and r[1] == "1" and "±" not in " ".join(r) for r in body)
     assert "The smallest model is" in md and "Against the full model:" in md and "Against distillation" in md
+    assert md.index(f"![accuracy-vs-compute-{TASK}.png]") < md.index(f"![accuracy-vs-params-{TASK}.png]")  # first
+    assert "The students reach their circuit's held-out accuracy: seed 0 " in md
     budgets = next(line for line in md.splitlines() if line.startswith("Students' budgets"))
     assert "d-random-s0: 2 steps × " in budgets and "0.0% of the paper's 20,000 steps" in budgets and "MACs" in budgets
     for png in out.glob("*.png"):
@@ -402,3 +404,15 @@ def test_compiled_compare_matches_eager(runs, result, tmp_path):
         assert float(r["warmup_s"]) > 0
     md = (out / "report.md").read_text()
     assert "torch.compile(mode='default')" in md and "--compile default" in md
+
+
+def test_where_a_students_curve_reaches_its_circuit():
+    from types import SimpleNamespace
+
+    from bench.report.compute import Curve, reach
+
+    circuit = SimpleNamespace(build_macs=100, heldout_accuracy=0.8)
+    curve = Curve(None, (10, 50, 150, 300), (0, 0, 0, 0), (0.1, 0.5, 0.7, 0.85))
+    assert reach(circuit, curve) == (0.5, 3.0, 3.0)  # 50% at its compute; 80% first at 300 MACs, 3x
+    late = Curve(None, (200, 400), (0, 0), (0.6, 0.7))
+    assert reach(circuit, late) == (None, None, 4.0)  # starts past the circuit's compute; not reached by 4x

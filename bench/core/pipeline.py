@@ -25,7 +25,7 @@ from models.generate import greedy, hf_last_logits
 from models.macs import reference_macs, search_macs
 from models.pruned import count_params
 from models.search import HookScorer, Search
-from models.surgery import pruned_config
+from models.surgery import prune, pruned_config
 from models.types import SCHEMES, BenchError, candidate_order
 from tasks import get_task
 from tasks.base import Task, Tokenizer
@@ -221,6 +221,16 @@ def build_cost(engine: str, shape: arch.Shape, p_ids: torch.Tensor, n_new: int, 
     ref, fast = search_macs(shape, *val_ids.shape, search.asked)
     scored = fast if engine == "fast" else ref
     return {"means_macs": means, "search_macs": scored, "fit_macs": fit["macs"], "macs": means + scored + fit["macs"]}
+
+
+def searched_accuracy(task, tokenizer, model, removed, means: Means, dm: TaskDataModule) -> dict:
+    """Test and held-out accuracy of the circuit as the search left it, the patching means as its constants (before
+    any fit): the point a circuit reaches at the search's compute."""
+    device, bs = next(model.parameters()).device, dm.batch_size or BATCH_SIZE
+    pruned = prune(model, removed, means)
+    fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
+    return {f"{prefix}_accuracy": accuracy(task, tokenizer, fn, split, bs)
+            for prefix, split in (("test", dm.test), ("heldout", dm.heldout))}
 
 
 @dataclass(frozen=True)

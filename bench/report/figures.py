@@ -1,11 +1,12 @@
 """The figures of a comparison (matplotlib's object API on the Agg canvas: no pyplot, no global backend):
-accuracy against size, latency bars, and the students' training curves."""
+accuracy against build compute, accuracy against size, latency bars, and the students' training curves."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.report.compute import circuit_points, student_curve
 from bench.report.curves import read_scalars
-from bench.report.results import CKD, HF, KD, METHODS, Row, TaskResult, batches
+from bench.report.results import CKD, FULL, HF, KD, METHODS, Row, TaskResult, batches
 
 
 MARKERS = dict(zip(METHODS, "*oXsd^"))
@@ -62,9 +63,12 @@ def plot_latency(task: TaskResult, table: list[Row], path: Path) -> None:
 
 
 def plot_task(task: TaskResult, table: list[Row], directory: Path) -> list[str]:
+    compute = f"accuracy-vs-compute-{task.task}.png"
+    first = [compute] if plot_compute(task, table, directory / compute) else []
     names = [f"accuracy-vs-params-{task.task}.png", f"latency-{task.task}.png"]
     plot_accuracy(task, table, directory / names[0])
     plot_latency(task, table, directory / names[1])
+    names = first + names
     curves = f"distillation-{task.task}.png"
     return names + ([curves] if plot_training(task, directory / curves) else [])
 
@@ -95,5 +99,39 @@ def plot_training(task: TaskResult, path: Path) -> bool:
     for ax in (loss, acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def plot_compute(task: TaskResult, table: list[Row], path: Path) -> bool:
+    """Held-out (solid) and validation (dashed) accuracy against build MACs (log): students' curves, circuits'
+    points (a line from after the search to after the fit), the full model's held-out accuracy as a line. False
+    (and no file) when nothing recorded its MACs."""
+    curves = [c for c in map(student_curve, task.measurements) if c]
+    points = [(m, circuit_points(m)) for m in task.measurements if m.method not in (FULL, KD, CKD)]
+    points = [(m, p) for m, p in points if p]
+    if not curves and not points:
+        return False
+    fig = figure(7.2)
+    ax = fig.add_subplot()
+    colors = {r.method: f"C{i}" for i, r in enumerate(table)}
+    for c in curves:
+        color = colors[c.run.method]
+        ax.plot(c.macs, [100 * h for h in c.heldout], "-", color=color, alpha=0.8,
+                label=f"{c.run.method}, seed {c.run.seed}")
+        ax.plot(c.macs, [100 * v for v in c.val], "--", color=color, alpha=0.4)
+    for m, p in points:
+        xs, hs = [x for x, _, _ in p], [100 * h for _, _, h in p]
+        ax.plot(xs, hs, "-", color=colors[m.method], alpha=0.5, marker=MARKERS[m.method],
+                label=f"{m.method}, seed {m.seed}")
+    full = next((r for r in table if r.method == FULL), None)
+    if full is not None:
+        ax.axhline(100 * full["heldout_accuracy"].mean, color="k", lw=1, ls=":", label="full model, held-out")
+    ax.set_xscale("log")
+    ax.set(xlabel="build compute (multiply-accumulates, log)",
+           ylabel="accuracy (%): solid held-out templates, dashed validation",
+           title=f"{task.task}: accuracy against build compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)
     return True

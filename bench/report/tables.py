@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from bench.core.budget import in_words
+from bench.report.compute import sentence
 from bench.report.figures import plot_task
 from bench.report.results import (CKD, FULL, HEADS, HF, KD, METRICS, MLPS, CompareResult, Measurement, Row, Stat,
                                   TaskResult, batches, rows)
@@ -103,7 +104,7 @@ def summary(task: TaskResult, table: list[Row]) -> str:
     closest = min(reduced, key=lambda r: r["kl_to_full"].mean)
     if len(reduced) > 1:
         out.append(f"The lowest KL to the full model is {closest.label}'s ({small(closest['kl_to_full'].mean)}).")
-    out += [s for s in (_versus(reduced), _latency(reduced, batches(task)), _hf(table, full)) if s]
+    out += [s for s in (_versus(reduced), sentence(task), _latency(reduced, batches(task)), _hf(table, full)) if s]
     return " ".join(out)
 
 

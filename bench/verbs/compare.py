@@ -174,7 +174,7 @@ def _extract_run(path: Path, config: dict, metrics: dict) -> Run:
     a, pruned = config["args"], metrics["pruned"]
     method = MLPS if _bool(a["include_mlps"]) else HEADS
     reported = {"non_embedding": int(pruned["non_embedding"]), "accuracy": float(pruned["test_accuracy"]),
-                "kl": float(pruned["test_kl_to_full"])}
+                "kl": float(pruned["test_kl_to_full"]), **_searched(metrics)}
     fit = metrics.get("fit") or {"steps": 0}  # runs from before fitted constants had none
     jitter = f", after 0–{int(fit['jitter'])} filler sentences" if fit.get("jitter") else ""
     lengths = fit.get("lengths") or []  # runs from before the fit used other lengths have none
@@ -210,6 +210,16 @@ def _distill_run(path: Path, config: dict, metrics: dict) -> Run:
     return Run(path, CKD if a["init"] == "circuit" else KD, settings, str(a["task"]),
                model_id(str(config.get("teacher") or metrics["teacher"]["model"])), int(a["seed"]), RunDir(path).model,
                reported, search, fit + train, None if macs is None or circuit_macs is None else macs + circuit_macs)
+
+
+def _searched(metrics: dict) -> dict:
+    """Where the circuit stood after the search, before the fit: its MACs and accuracy (runs that recorded them)."""
+    build, search = metrics.get("build") or {}, metrics["search"]
+    if "heldout_accuracy" not in search or "macs" not in build:
+        return {}
+    return {"search_macs": int(build["means_macs"]) + int(build["search_macs"]),
+            "search_test_accuracy": float(search["test_accuracy"]),
+            "search_heldout_accuracy": float(search["heldout_accuracy"])}
 
 
 def _macs(block: dict | None) -> int | None:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from bench.core.fitting import fit_means
 from bench.core.pipeline import (ExtractArgs, build_cost, evaluate_models, log_final, prepare, search_circuit,
-                                 tb_logger, templates)
+                                 searched_accuracy, tb_logger, templates)
 from bench.core.rundir import MODELS, SPLITS, RunDir, check_out, publishing
 from models.ablation import Means
 from models.io import CONSTANTS, save_means, save_pruned
@@ -44,7 +44,8 @@ def extract(args: ExtractArgs, data: type[TaskDataModule] = TaskDataModule) -> P
         full_params = count_params_of(pruned_config(model, (), means))
         metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params)
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
-                             "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype}
+                             "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype,
+                             **searched_accuracy(task, tokenizer, model, search.removed, means, dm)}
         metrics["fit"] = fit
         metrics["build"] = build_cost(args.engine, shape, dm.patching.input_ids, task.n_new(tokenizer),
                                       dm.val.input_ids, search, fit)

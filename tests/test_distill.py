@@ -124,6 +124,9 @@ def test_a_pooled_student_learns_and_resumes_exactly(teacher, tmp_path):
     assert whole["train"]["distinct_prompts"] == 24 and whole["train"]["teacher_pool"] == 24
     assert whole["student"]["heldout_kl_to_teacher"] < whole["student"]["heldout_kl_to_teacher_at_init"]
     distill(teacher, tmp_path / "b", "--steps", "3", *common)
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    del config["args"]["budget"]  # as a run made before --budget existed: it resumes at the default
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
     resumed = distill(teacher, tmp_path / "b", "--steps", "6", "--resume", *common)
     for m in (whole, resumed):
         del m["train"]["wall_s"], m["train"]["resumed_from_step"], m["train"]["teacher_pool_s"]

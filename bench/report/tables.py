@@ -126,7 +126,8 @@ def _versus(reduced: list[Row]) -> str:
                    f"{student['accuracy'].mean:.1%}; held-out templates {circuit['heldout_accuracy'].mean:.1%} vs "
                    f"{student['heldout_accuracy'].mean:.1%}; KL {small(circuit['kl_to_full'].mean)} vs "
                    f"{small(student['kl_to_full'].mean)}) at {circuit['non_embedding'].mean:,.0f} vs "
-                   f"{student['non_embedding'].mean:,.0f} parameters" + (f", and took {cost} to build." if cost else "."))
+                   f"{student['non_embedding'].mean:,.0f} parameters"
+                   + (f", and took {cost} to build." if cost else "."))
     out += [_blind(r) for r in reduced if _blind(r)]
     if circuit and tuned:
         out.append(f"Fine-tuning circuits with KD ({tuned.label}) reaches {tuned['accuracy'].mean:.1%} at KL "

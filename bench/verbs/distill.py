@@ -186,7 +186,8 @@ def check_start(out: Path, args: DistillArgs) -> None:
         raise BenchError(f"{out} has no config.json, so it cannot be resumed; start again with --overwrite")
     before = RunDir(out).config().get("args", {})
     now = asdict(args)
-    changed = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
+    # an option absent from `before` was added since, with the behaviour the run had as its default
+    changed = [k for k in now if k not in RESUMABLE and before.get(k, now[k]) != now[k]]
     if changed:
         k = changed[0]
         raise BenchError(f"{out} was started with --{k.replace('_', '-')} {before.get(k)}, not {now[k]}; "

@@ -179,6 +179,14 @@ def test_init_circuit_fine_tunes_the_pruned_model(teacher, run_dir, tmp_path):
     consts = [k for k in before if k.endswith(("attn_bias", "mlp_const"))]
     assert all(torch.equal(before[k], after[k]) for k in consts)  # folded constants stay fixed
     assert not torch.equal(before["ln_f.weight"], after["ln_f.weight"])  # everything else trains
+    from bench.tools import kd_check
+
+    out = tmp_path / "kd.md"
+    assert kd_check.main(["--runs", str(tmp_path / "c"), "--out", str(out)]) == 0
+    line = next(r for r in out.read_text().splitlines() if r.startswith("| c |"))
+    assert f"{m['student']['heldout_kl_to_teacher_at_init']:.3f} → {m['student']['heldout_kl_to_teacher']:.3f}" in line
+    assert "- lr 0.001: the held-out KL fell on " in out.read_text()
+    assert kd_check.main(["--runs", str(run_dir)]) == 2  # an extraction is not a circuit + KD run
 
 
 def test_sizing_picks_the_teachers_shape_within_ten_percent():

@@ -282,3 +282,36 @@ def test_in_a_terminal_the_bar_counts_steps_not_epochs(teacher, tmp_path, monkey
     distill(teacher, tmp_path / "t", "--steps", "3", "--val-every", "2")
     out = capsys.readouterr().out
     assert "3/3" in out and "Epoch" not in out and "train/l_distill" in out
+
+
+@pytest.mark.parametrize("positions", ["last", "answers", "prompt"])
+def test_every_loss_is_zero_at_the_teacher(teacher, positions):
+    """The student that is the teacher (as an unpruned PrunedModel) has nothing to learn, wherever the loss is."""
+    from bench.core.distill_data import TaskStream
+    from models.ablation import no_means
+    from models.loading import load_model
+    from models.surgery import prune
+    from tasks import get_task
+
+    model, tok = load_model(teacher)
+    task = get_task("greater-than")  # two answer tokens with this tokenizer: the second digit counts
+    module = DistillationModule(prune(model, (), no_means()), model, task, tok, positions=positions)
+    batch = TaskStream(task, tok, 0, 4, frozenset()).batch(0)
+    assert float(module.training_step(batch, 0)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_answer_positions_train_on_the_answers_and_count_them(teacher, tmp_path):
+    m = distill(teacher, tmp_path / "a", "--task", "greater-than", "--positions", "answers", "--teacher-pool", "8",
+                "--steps", "3", "--batch-size", "4")
+    train = m["train"]
+    t = len(json.loads((tmp_path / "a" / "splits" / "val.jsonl").read_text().splitlines()[0])["input_ids"])
+    from bench.core.budget import StudentCost
+    from bench.core.distillation import teacher_config
+    from models.loading import load_model
+
+    model, _ = load_model(teacher)
+    student = load_pruned(tmp_path / "a" / "student")[0].cfg
+    cost = StudentCost(student, teacher_config(model), 4, [t + 1], (8, t + 1), rows=lambda _: 2)
+    assert (train["pool_macs"], train["train_macs"]) == (cost.pool_macs, cost.train_macs(3))
+    assert main(["distill", "--task", "ioi", "--model", teacher, "--layers", "1", "--heads", "3", "--d-mlp", "16",
+                 "--positions", "answers", "--ce-weight", "1", "--out", str(tmp_path / "b")]) == 2

@@ -79,13 +79,19 @@ class TeacherPool(IterableDataset):
         self._orders: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def build(cls, stream: "TaskStream", size: int, teacher: Callable[[torch.Tensor], torch.Tensor],
-              device: torch.device) -> "TeacherPool":
-        """The pool of `size` prompts from `stream`, the teacher run on them once in batches of the stream's."""
+    def build(cls, stream: "TaskStream", size: int, teacher: Callable, device: torch.device) -> "TeacherPool":
+        """The pool of `size` prompts from `stream`, the teacher run on them once in batches of the stream's:
+        `teacher` maps ids (N, T) to logits (N, V) at the last position, or to (ids extended by its answers (N, T'),
+        logits (N, P, V) at the last P positions), which the pool then keeps."""
         examples = first_distinct(stream, size)
         ids = torch.tensor([e.input_ids for e in examples])  # (N, T)
         with torch.no_grad():  # not inference_mode: the logits are loss targets in autograd later
-            logits = torch.cat([teacher(b.to(device)).cpu() for b in ids.split(stream.batch_size)])  # (N, V)
+            out = [teacher(b.to(device)) for b in ids.split(stream.batch_size)]
+        if isinstance(out[0], tuple):
+            ids = torch.cat([i.cpu() for i, _ in out])  # (N, T'): the prompts and the teacher's answers
+            logits = torch.cat([x.cpu() for _, x in out])  # (N, P, V)
+        else:
+            logits = torch.cat([x.cpu() for x in out])  # (N, V)
         return cls(ids, torch.tensor([e.target for e in examples]), logits, stream.seed, stream.batch_size)
 
     def order(self, p: int) -> torch.Tensor:
@@ -157,8 +163,7 @@ class DistillData(TaskDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(self.training().at(step, rank), batch_size=None)
 
-    def add_pool(self, size: int, teacher: Callable[[torch.Tensor], torch.Tensor], vocab: int,
-                 device: torch.device) -> None:
+    def add_pool(self, size: int, teacher: Callable, vocab: int, device: torch.device) -> None:
         """Train on a `TeacherPool` of `size` stream prompts, its teacher logits computed now (timed: pool_s);
         refused in one line when its logits cannot fit the free memory."""
         require(size * vocab * torch.get_default_dtype().itemsize, torch.device("cpu"), f"--teacher-pool {size}",
@@ -174,12 +179,12 @@ class DistillData(TaskDataModule):
         """Distinct training prompts that steps 0..steps-1 of every rank saw."""
         return self.training().distinct(steps, ranks)
 
-    def step_lengths(self) -> list[int]:
-        """Step k's prompt length is step_lengths()[k % len(...)]: the pool's one length, or the stream's templates'
-        in turn."""
+    def step_lengths(self, extra: int = 0) -> list[int]:
+        """Step k's prompt length is step_lengths()[k % len(...)]: the pool's one length (its answers included), or
+        the stream's templates' in turn, `extra` answer tokens added in the step."""
         if self.pool is not None:
             return [self.pool.ids.shape[1]]
-        return [s.length for s in self.stream().spaces]
+        return [s.length + extra for s in self.stream().spaces]
 
     def training(self) -> "TaskStream | TeacherPool":
         """What the student trains on: the pool when there is one, else the stream."""

@@ -49,6 +49,41 @@ def l_distill(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tenso
     return loss
 
 
+@torch.no_grad()
+def teacher_answer(model: nn.Module, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts (N, T) extended by the full model's first k - 1 greedy answer tokens, and its logits at the k
+    answer positions (N, k, V): one forward, then one cached step per extra token."""
+    out = model(ids, use_cache=k > 1, logits_to_keep=1)
+    logits = [out.logits[:, -1]]  # (N, V) each
+    for _ in range(k - 1):
+        nxt = logits[-1].argmax(-1, keepdim=True)  # (N, 1)
+        ids = torch.cat([ids, nxt], dim=1)
+        key = "cache" if "cache" in out else "past_key_values"  # transformers 5 renamed the KV cache
+        out = model(nxt, use_cache=True, **{key: out[key]})
+        logits.append(out.logits[:, -1])
+    return ids, torch.stack(logits, dim=1)
+
+
+POSITIONS = ("last", "answers", "prompt")  # where L_distill is taken: the paper's last prompt position, every
+# answer position (greater-than's second digit), or every position of the prompt and its answers
+
+
+@torch.no_grad()
+def teacher_targets(model: nn.Module, ids: torch.Tensor, k: int, positions: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's logits where the loss is taken: (ids (N, T), logits (N, 1, V)) at the last position;
+    (ids extended by the teacher's k - 1 greedy answer tokens (N, T + k - 1), its logits at the k answer positions
+    (N, k, V)); or those ids and its logits at every one of their positions (N, T + k - 1, V)."""
+    if positions == "last":
+        return ids, model(ids, logits_to_keep=1).logits[:, -1:]
+    ext, answers = teacher_answer(model, ids, k)
+    return (ext, answers) if positions == "answers" else (ext, model(ext).logits)
+
+
+def loss_positions(positions: str, t: int, k: int) -> int:
+    """How many positions of a t-token prompt with k answer tokens the loss is taken at."""
+    return {"last": 1, "answers": k, "prompt": t + k - 1}[positions]
+
+
 def kl_mean(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """KL(teacher ‖ student) at temperature 1, mean over prompts; (N, V) each -> scalar."""
     return l_distill(student, teacher)
@@ -124,8 +159,9 @@ class DistillationModule(L.LightningModule):
     checkpoint so a resumed run reports the total."""
 
     def __init__(self, student: PrunedModel, teacher: nn.Module, task: Task, tokenizer, lr: float = 1e-3,
-                 temperature: float = 1.0, ce_weight: float = 0.0, log_every: int = 10):
+                 temperature: float = 1.0, ce_weight: float = 0.0, log_every: int = 10, positions: str = "last"):
         super().__init__()
+        self.positions, self.n_new = positions, task.n_new(tokenizer)  # where the loss is taken (POSITIONS)
         self.student, self._teacher, self.task, self.tokenizer = student, [teacher.eval()], task, tokenizer
         self.lr, self.temperature, self.ce_weight, self.log_every = lr, temperature, ce_weight, log_every
         self.accs = nn.ModuleList([TaskAccuracy(task, tokenizer), TaskAccuracy(task, tokenizer)])  # val, held-out
@@ -144,8 +180,13 @@ class DistillationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         ids = batch["input_ids"]
-        teacher = batch["teacher"] if "teacher" in batch else self.teacher_logits(ids)  # a pool's are cached
-        loss = l_distill(self(ids), teacher, batch["targets"], self.temperature, self.ce_weight)
+        if "teacher" in batch:  # a pool's are cached: (N, V) at the last position, or (N, P, V) at the last P
+            teacher = batch["teacher"] if batch["teacher"].dim() == 3 else batch["teacher"][:, None]
+        else:
+            ids, teacher = teacher_targets(self._teacher[0], ids, self.n_new, self.positions)
+        student = self.student.last_logits(ids, teacher.shape[1])  # (N, P, V)
+        targets = batch["targets"] if teacher.shape[1] == 1 else None  # the CE term: the answer token (last only)
+        loss = l_distill(student.flatten(0, 1), teacher.flatten(0, 1), targets, self.temperature, self.ce_weight)
         if (self.global_step + 1) % self.log_every == 0:
             self._record({"train/l_distill": loss.detach()}, self.global_step + 1)
         return loss

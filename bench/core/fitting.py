@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from bench.core import progress
 from bench.core.memory import require
 from bench.core.distill_data import TaskStream, eval_prompts
-from bench.core.distillation import kl_mean, progress_bar
+from bench.core.distillation import kl_mean, progress_bar, teacher_answer
 from models.ablation import Means, no_means
 from models.macs import FIT_STEP, pruned_macs
 from models.pruned import PrunedModel
@@ -109,21 +109,6 @@ class Jittered(IterableDataset):
             ids = batch["input_ids"]  # (N, T)
             pre = torch.tensor(pre, dtype=ids.dtype).expand(len(ids), -1)  # (N, F)
             yield {**batch, "input_ids": torch.cat([ids[:, :self.bos], pre, ids[:, self.bos:]], dim=1)}  # (N, F + T)
-
-
-@torch.no_grad()
-def teacher_answer(model: nn.Module, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prompts (N, T) extended by the full model's first k - 1 greedy answer tokens, and its logits at the k
-    answer positions (N, k, V): one forward, then one cached step per extra token."""
-    out = model(ids, use_cache=k > 1, logits_to_keep=1)
-    logits = [out.logits[:, -1]]  # (N, V) each
-    for _ in range(k - 1):
-        nxt = logits[-1].argmax(-1, keepdim=True)  # (N, 1)
-        ids = torch.cat([ids, nxt], dim=1)
-        key = "cache" if "cache" in out else "past_key_values"  # transformers 5 renamed the KV cache
-        out = model(nxt, use_cache=True, **{key: out[key]})
-        logits.append(out.logits[:, -1])
-    return ids, torch.stack(logits, dim=1)
 
 
 class AnswerPool(IterableDataset):

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from bench.core.pipeline import prepare_run
-from bench.core.fitting import AnswerPool, ConstantsFit, fit_data, pruned_teacher_answer, teacher_answer
+from bench.core.distillation import teacher_answer
+from bench.core.fitting import AnswerPool, ConstantsFit, fit_data, pruned_teacher_answer
 from bench.core.latency import device_name
 from bench.core.match import read_run
 from bench.core.rundir import RunDir

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from functools import partial
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.core.budget import PAPER_STEPS, matched_steps, pool_macs, training_macs
+from bench.core.budget import StudentCost
 from bench.core.distill_data import DistillData
-from bench.core.distillation import (DistillationModule, FinalCheckpoint, init_student, progress_bar, size_student,
-                                student_config, teacher_config, trainable)
+from bench.core.distillation import (POSITIONS, DistillationModule, FinalCheckpoint, init_student, loss_positions,
+                                progress_bar, size_student, student_config, teacher_config, teacher_targets,
+                                trainable)
 from bench.core.metrics import accuracy, kl_to, prefixed, scores
 from bench.core.match import ExtractionRun, match_info, read_run
 from bench.core.memory import batch_bytes, require
@@ -59,6 +61,9 @@ class DistillArgs:
         init: random (seeded normal(0, 0.02) body) or circuit (fine-tune --match's pruned model).
         model: the teacher (default: --match's model, else smollm2-135m).
         steps: Adam steps, each on a fresh batch of the task stream (the paper's "20000 epochs").
+        positions: where L_distill is taken: last (the last prompt position, the paper's), answers (every answer
+            position, the prompt extended by the teacher's greedy answer: greater-than's second digit too) or prompt
+            (every position of the prompt and its answers).
         budget: steps (train --steps steps) or matched (train until the student's build MACs, the teacher's pool
             included, reach those of the --match run's circuit: its search and fit; --steps is then ignored).
         teacher_pool: 0 (default): the teacher runs in every step on fresh prompts. N > 0: train on a pool of the
@@ -93,6 +98,7 @@ class DistillArgs:
     init: str = "random"
     model: str | None = None
     steps: int = 20000
+    positions: str = "last"
     budget: str = "steps"
     teacher_pool: int = 0
     batch_size: int = 64
@@ -119,6 +125,10 @@ class DistillArgs:
         self._check_shape()
         if self.init not in INITS:
             raise BenchError(f"unknown --init {self.init!r}; use one of: {', '.join(INITS)}")
+        if self.positions not in POSITIONS:
+            raise BenchError(f"unknown --positions {self.positions!r}; use one of: {', '.join(POSITIONS)}")
+        if self.ce_weight > 0 and self.positions != "last":
+            raise BenchError("--ce-weight takes the answer token at the last position; give --positions last with it")
         if self.budget not in BUDGETS:
             raise BenchError(f"unknown --budget {self.budget!r}; use one of: {', '.join(BUDGETS)}")
         if self.budget == "matched" and self.match is None:
@@ -304,12 +314,18 @@ def distill(args: DistillArgs) -> Path:
                     **count_params_of(tcfg)}
     at_init = student_report(student, task, tokenizer, dm, teacher_fn, args)
     module = DistillationModule(trainable(student.cpu()), teacher, task, tokenizer, args.lr, args.temperature,
-                                args.ce_weight, args.log_every)
+                                args.ce_weight, args.log_every, args.positions)
     data = DistillData.wrap(dm, args.task, args.seed, args.batch_size)
+    k = task.n_new(tokenizer)
     if args.teacher_pool:
-        data.add_pool(args.teacher_pool, teacher_fn, teacher.config.vocab_size, device)
-    world = max(1, trainer.world_size)
-    trainer.fit_loop.epoch_loop.max_steps = planned_steps(args, run, data, module.student.cfg, tcfg, world)
+        targets = teacher_fn if args.positions == "last" else partial(teacher_targets, teacher, k=k,
+                                                                       positions=args.positions)
+        t = max(data.step_lengths())
+        data.add_pool(args.teacher_pool, targets, teacher.config.vocab_size * loss_positions(args.positions, t, k),
+                      device)
+    cost = student_cost(args, data, module.student.cfg, tcfg, k, max(1, trainer.world_size))
+    target = circuit_macs(run) if args.budget == "matched" else None
+    trainer.fit_loop.epoch_loop.max_steps = args.steps if target is None else cost.matched(target)
     if rank0:
         begin(out, args, name, shape, dm)
         if not args.resume:
@@ -326,20 +342,10 @@ def distill(args: DistillArgs) -> Path:
                     "heldout_kl_to_teacher_at_init": at_init["heldout_kl_to_teacher"]}
     metrics = {"task": args.task, "teacher": teacher_info, "student": student_info,
                "match": match_info(run, student_info),
-               "train": train_info(args, steps, start, wall, data, world)}
-    metrics["train"].update(build_cost(args, run, data, module.student.cfg, tcfg, steps, world))
+               "train": {**train_info(args, steps, start, wall, data, cost.world),
+                         **cost.block(steps, args.budget, target)}}
     finish(out, args, module.student, metrics)
     return out
-
-
-def planned_steps(args: DistillArgs, run: ExtractionRun | None, data: DistillData, student: PrunedConfig,
-                  teacher: PrunedConfig, world: int) -> int:
-    """--steps, or under --budget matched the fewest steps whose MACs, the pool's included, reach the --match run's
-    build MACs."""
-    if args.budget == "steps":
-        return args.steps
-    return matched_steps(circuit_macs(run), pool_cost(data, teacher), student, teacher, args.batch_size,
-                         data.step_lengths(), data.pool is not None, world)
 
 
 def circuit_macs(run: ExtractionRun) -> int:
@@ -350,19 +356,14 @@ def circuit_macs(run: ExtractionRun) -> int:
                          "`bench extract`, or give --budget steps") from None
 
 
-def pool_cost(data: DistillData, teacher: PrunedConfig) -> int:
-    return pool_macs(teacher, *data.pool.ids.shape) if data.pool is not None else 0
-
-
-def build_cost(args: DistillArgs, run: ExtractionRun | None, data: DistillData, student: PrunedConfig,
-               teacher: PrunedConfig, steps: int, world: int) -> dict:
-    """metrics.json's train block, its cost: MACs of the pool and of the steps, the budget, and the target MACs of a
-    matched budget."""
-    pool = pool_cost(data, teacher)
-    train = training_macs(student, teacher, args.batch_size, data.step_lengths(), data.pool is not None, steps, world)
-    return {"budget": args.budget, "pool_macs": pool, "train_macs": train, "macs": pool + train,
-            "target_macs": circuit_macs(run) if args.budget == "matched" else None,
-            "paper_share": steps / PAPER_STEPS}
+def student_cost(args: DistillArgs, data: DistillData, student: PrunedConfig, teacher: PrunedConfig, k: int,
+                 world: int) -> StudentCost:
+    """The distillation's MACs from its shapes: the pool (its prompts with their answers, where the loss takes
+    them) and every step."""
+    pool = tuple(data.pool.ids.shape) if data.pool is not None else None
+    extra = 0 if args.positions == "last" else k - 1
+    return StudentCost(student, teacher, args.batch_size, data.step_lengths(extra), pool, world,
+                       lambda t: loss_positions(args.positions, t - extra, k))
 
 
 def train_info(args: DistillArgs, steps: int, start: int, wall: float, data: DistillData, world: int) -> dict:

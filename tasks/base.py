@@ -8,7 +8,9 @@ have the length most training templates share for this tokenizer; training templ
 the fit of position-free constants (`Task.fit_spaces`)."""
 from __future__ import annotations
 
+import functools
 import random
+import re
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
@@ -115,8 +117,30 @@ class Task:
     def template_names(self, tok: Tokenizer, heldout: bool) -> list[str]:
         return [s.template.name for s in self.spaces(tok, heldout)]
 
+    def template_of(self, prompt: str) -> str | None:
+        """The name of the template (training, held-out or off-template) whose text makes `prompt`: its slots filled
+        with one word each, a slot named twice filled alike (IOI's BABA and ABBA orders differ only so); the most
+        literal of several; None if none does."""
+        found = [t for t in self.templates + self.off_template if _pattern(t.text).fullmatch(prompt)]
+        return max(found, key=lambda t: len(SLOT.sub("", t.text))).name if found else None
+
 
 # ---- helpers shared by the task files -------------------------------------------------------------
+
+SLOT = re.compile(r"\{(\w+)\}")
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern(text: str) -> re.Pattern:
+    """A template's text as a regular expression: each slot one word (\\S+), a repeated slot the same word."""
+    out, seen, at = [], set(), 0
+    for m in SLOT.finditer(text):
+        out.append(re.escape(text[at:m.start()]))
+        name = m.group(1)
+        out.append(f"(?P={name})" if name in seen else f"(?P<{name}>\\S+?)")
+        seen.add(name)
+        at = m.end()
+    return re.compile("".join(out) + re.escape(text[at:]), re.DOTALL)
 
 def tok_name(tok: Tokenizer) -> str:
     return str(getattr(tok, "name_or_path", "") or type(tok).__name__)

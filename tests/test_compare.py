@@ -26,7 +26,8 @@ TASK = "greater-than"
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "8", "--fit-steps", "5"]
 RUNS = {"e-mlps-s0": MLPS, "e-heads-s0": HEADS, "d-random-s0": KD, "d-circuit-s0": CKD}
 COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
-           "probability difference, test / held-out (gain)", "KL to full", "held-out KL",
+           "worst template Δ pts, test / held-out", "probability difference, test / held-out (gain)", "KL to full",
+           "held-out KL",
            "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "build MACs", "build cost s",
            "warm-up s (compile)"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -169,12 +170,17 @@ def test_numbers_agree_with_the_runs(result, runs):
     train = rjson(runs / "d-circuit-s0" / "metrics.json")["train"]  # a pooled student: the pool's teacher too
     assert train["teacher_pool_s"] > 0
     circuit = search + ext["fit"]["wall_s"]
-    assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(circuit + train["wall_s"] + train["teacher_pool_s"])
+    student_s = train["wall_s"] + train["teacher_pool_s"]
+    assert float(by_run["d-circuit-s0"]["build_s"]) == pytest.approx(circuit + student_s)
     macs = ext["build"]["macs"]  # MACs: the circuit's build; a student's pool and steps; both for circuit + KD
     assert int(float(by_run["e-mlps-s0"]["build_macs"])) == macs
     assert int(float(by_run["d-circuit-s0"]["build_macs"])) == macs + train["macs"]
     random_train = rjson(runs / "d-random-s0" / "metrics.json")["train"]
     assert int(float(by_run["d-random-s0"]["build_macs"])) == random_train["macs"]
+    e = rjson(runs / "e-mlps-s0" / "metrics.json")  # the worst template, as the extraction measured it
+    held_worst = e["pruned"]["heldout_worst"]["delta_pts"]
+    assert float(by_run["e-mlps-s0"]["heldout_worst_delta_pts"]) == pytest.approx(held_worst)
+    assert set(e["pruned"]["heldout_by_template"]) == {"opened-closed", "until-the-year", "was-from-the-year"}
     for name, row in by_run.items():  # greater-than's own score, as the runs measured it
         mine = rjson(runs / name / "metrics.json")
         mine = mine["pruned"] if name.startswith("e-") else mine["student"]
@@ -211,9 +217,12 @@ def test_latency_fields_and_table_cells(result):
         assert cells[2].startswith(f"{int(float(r['non_embedding'])):,}")
         assert cells[3].startswith(f"{100 * float(r['accuracy']):.1f}%")
         assert cells[4].startswith(f"{100 * float(r['heldout_accuracy']):.1f}%")
-        assert cells[5].startswith(f"{float(r['score']):.3f} / {float(r['heldout_score']):.3f} (gain ")
-        assert cells[8].startswith(f"{float(r['latency_median_ms']):.2f} (")
-        assert cells[10] == ("—" if r["method"] in (FULL, HF) else f"{float(r['build_macs']):.3g}")
+        assert cells[6].startswith(f"{float(r['score']):.3f} / {float(r['heldout_score']):.3f} (gain ")
+        assert cells[9].startswith(f"{float(r['latency_median_ms']):.2f} (")
+        assert cells[11] == ("—" if r["method"] in (FULL, HF) else f"{float(r['build_macs']):.3g}")
+        if r["method"] not in (FULL, HF):  # the worst template against the full model's accuracy on it
+            w, hw = float(r["worst_delta_pts"]), float(r["heldout_worst_delta_pts"])
+            assert cells[5].startswith(f"{w:+.1f} / {hw:+.1f} (")
 
 
 def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):

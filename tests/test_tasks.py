@@ -335,3 +335,13 @@ def test_the_next_year_gains_and_a_uniform_guess_does_not(smollm2_tokenizer):
     s = scores(task, smollm2_tokenizer, uniform, split, batch_size=7)
     assert abs(s["score"]) < 0.1 and s["score_gain"] == pytest.approx(0.0, abs=1e-6)
     assert scores(get_task("ioi"), smollm2_tokenizer, uniform, split) is None  # a task without a score
+
+
+def test_every_prompt_names_its_template(smollm2_tokenizer):
+    """`Task.template_of` finds the template that made a prompt, IOI's two name orders told apart."""
+    for task in TASKS.values():
+        for heldout in (False, True):
+            for s in task.spaces(smollm2_tokenizer, heldout):
+                for i in range(0, s.total, max(1, s.total // 7)):
+                    assert task.template_of(s.render(i).prompt) == s.template.name
+    assert get_task("ioi").template_of("Nothing like any template.") is None

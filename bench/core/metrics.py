@@ -9,17 +9,40 @@ import torch
 from models.generate import LogitsFn, greedy
 from models.search import kl_sum
 from tasks.base import Task
-from tasks.data import Split, TaskAccuracy
+from tasks.data import Split
 
 BATCH_SIZE = 64  # the default of every verb's --batch-size
 
 
-@torch.inference_mode()
 def accuracy(task: Task, tokenizer, fn: LogitsFn, split: Split, batch_size: int = BATCH_SIZE) -> float:
-    metric, n_new = TaskAccuracy(task, tokenizer), task.n_new(tokenizer)
+    """The share of the split's prompts whose greedy answer the task judges correct."""
+    ok = correct_each(task, tokenizer, fn, split, batch_size)
+    return sum(ok) / len(ok)
+
+
+@torch.inference_mode()
+def correct_each(task: Task, tokenizer, fn: LogitsFn, split: Split, batch_size: int = BATCH_SIZE) -> list[bool]:
+    """Whether the task judges each prompt's greedy answer correct, in the split's order."""
+    n_new, ok = task.n_new(tokenizer), []
     for ids, targets in zip(split.input_ids.split(batch_size), split.targets.split(batch_size)):
-        metric.update(greedy(fn, ids, n_new).cpu(), targets)
-    return float(metric.compute())
+        ok += task.correct(tokenizer, targets, greedy(fn, ids, n_new).cpu()).tolist()
+    return ok
+
+
+def by_template(task: Task, split: Split, ok: list[bool]) -> dict[str, float]:
+    """Accuracy on each template's prompts of the split (`Task.template_of` names them), sorted by name."""
+    groups: dict[str, list[bool]] = {}
+    for e, right in zip(split.examples, ok):
+        groups.setdefault(task.template_of(e.prompt) or "?", []).append(right)
+    return {name: sum(g) / len(g) for name, g in sorted(groups.items())}
+
+
+def worst(mine: dict[str, float], full: dict[str, float]) -> dict:
+    """The template where `mine` falls furthest under the full model: its name, accuracy and the full model's, and
+    the difference in points (ties: the first by name)."""
+    name = min(mine, key=lambda k: (mine[k] - full.get(k, mine[k]), k))
+    return {"template": name, "accuracy": mine[name], "full_accuracy": full.get(name, mine[name]),
+            "delta_pts": 100 * (mine[name] - full.get(name, mine[name]))}
 
 
 @torch.inference_mode()

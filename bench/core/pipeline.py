@@ -16,7 +16,8 @@ from bench.core.extraction import ExtractionModule, SearchProgress
 from bench.core.fitting import FitOptions, fit_or_interrupt, lightning_device
 from bench.core.match import ExtractionRun
 from bench.core.memory import GB, check_fits
-from bench.core.metrics import BATCH_SIZE, accuracy, kl_to, prefixed, scores
+from bench.core.metrics import (BATCH_SIZE, accuracy, by_template, correct_each, kl_to, prefixed, scores,
+                                worst)
 from bench.core.rundir import RunDir, default_dir
 from models import arch, loading
 from models.ablation import Means, collect_means
@@ -207,9 +208,12 @@ def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_par
     full, cut = dict(full_params), dict(count_params(pruned))
     for prefix, split in (("test", dm.test), ("heldout", dm.heldout)):
         for out, fn in ((full, full_fn), (cut, pruned_fn)):
-            out[f"{prefix}_accuracy"] = accuracy(task, tokenizer, fn, split, bs)
+            ok = correct_each(task, tokenizer, fn, split, bs)
+            out[f"{prefix}_accuracy"] = sum(ok) / len(ok)  # as `accuracy` counts it
+            out[f"{prefix}_by_template"] = by_template(task, split, ok)
             out.update(prefixed(prefix, scores(task, tokenizer, fn, split, bs)))
         cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split, bs)
+        cut[f"{prefix}_worst"] = worst(cut[f"{prefix}_by_template"], full[f"{prefix}_by_template"])
     return {"full": full, "pruned": cut}
 
 

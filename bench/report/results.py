@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.core.latency import Latency
+from bench.core.metrics import worst
 
 FULL, HF = "full model", "full model (HF reference)"
 MLPS, HEADS = "circuit (heads + MLPs)", "circuit (heads only)"
@@ -48,6 +49,15 @@ class Measurement:
     score_gain: float = math.nan
     heldout_score: float = math.nan
     heldout_score_gain: float = math.nan
+    by_template: dict = field(default_factory=dict)  # accuracy per template of the test split, and the held-out one
+    heldout_by_template: dict = field(default_factory=dict)
+    full_by_template: tuple[dict, dict] = ({}, {})  # the full model's, on the same splits
+
+    def worst(self, heldout: bool = False) -> dict | None:
+        """The template (of the test or the held-out split) where it falls furthest under the full model."""
+        mine, full = (self.heldout_by_template, self.full_by_template[1]) if heldout else (
+            self.by_template, self.full_by_template[0])
+        return worst(mine, full) if mine and full else None
 
     @property
     def params_delta_pct(self) -> float:
@@ -135,6 +145,8 @@ METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "train_s": lambda m: m.train_s,
     "build_s": lambda m: m.build_s,
     "build_macs": lambda m: m.build_macs,
+    "worst_delta_pts": lambda m: (m.worst() or {}).get("delta_pts"),
+    "heldout_worst_delta_pts": lambda m: (m.worst(True) or {}).get("delta_pts"),
     "score": lambda m: _finite(m.score),
     "score_gain": lambda m: _finite(m.score_gain),
     "heldout_score": lambda m: _finite(m.heldout_score),

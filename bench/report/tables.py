@@ -27,10 +27,11 @@ def small(x: float) -> str:
     return "0" if x == 0 else (f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.1e}")
 
 
-HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)", "{score}",
+HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
+          "worst template Δ pts, test / held-out", "{score}",
           "KL to full", "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)", "build MACs",
           "build cost s", "warm-up s (compile)")
-SCORE = 5  # the column of the task's own score, left out for a task without one
+SCORE = 6  # the column of the task's own score, left out for a task without one
 
 
 def scored(table: list[Row]) -> bool:
@@ -48,16 +49,28 @@ def cells(row: Row, with_score: bool = False) -> list[str]:
     kl_text, held_kl = (small(s.mean) + (f" ± {small(s.std)}" if s.std is not None else "")
                         for s in (row["kl_to_full"], row["heldout_kl_to_full"]))
     lat = [f"{pm(row[k + '_median_ms'], '.2f')} ({pm(row[k + '_p95_ms'], '.2f')})"
-           + (f", {pm(row[k + '_delta_pct'], '+.1f', suffix='%')}" if row.reduced else "") for k in ("latency", "latency_b1")]
+           + (f", {pm(row[k + '_delta_pct'], '+.1f', suffix='%')}" if row.reduced else "")
+           for k in ("latency", "latency_b1")]
     score = (f"{pm(row['score'], '.3f')} / {pm(row['heldout_score'], '.3f')} (gain "
              f"{pm(row['score_gain'], '.3f')} / {pm(row['heldout_score_gain'], '.3f')})")
-    out = [row.label, str(row.n), params, acc, held, score, kl_text, held_kl, *lat, pm(row["build_macs"], ".3g"),
-           pm(row["build_s"], ".3g"), pm(row["warmup_s"], ".3g")]
+    out = [row.label, str(row.n), params, acc, held, worst_cell(row), score, kl_text, held_kl, *lat,
+           pm(row["build_macs"], ".3g"), pm(row["build_s"], ".3g"), pm(row["warmup_s"], ".3g")]
     return out if with_score else out[:SCORE] + out[SCORE + 1:]
 
 
-SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "held-out (Δ pts)", "{score}", "KL", "held-out KL",
-         "b={b} ms (p95)", "b=1 ms (p95)", "build MACs", "build s", "warm-up s")
+SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "held-out (Δ pts)", "worst template Δ", "{score}", "KL",
+         "held-out KL", "b={b} ms (p95)", "b=1 ms (p95)", "build MACs", "build s", "warm-up s")
+
+
+def worst_cell(row: Row) -> str:
+    """The worst template's accuracy against the full model's on it, test / held-out (mean ± std over runs), and
+    which templates they are for a single run."""
+    if not row.reduced:  # the full model's weakest template, for reference
+        lows = [min(d.values()) for m in row.runs for d in (m.by_template, m.heldout_by_template) if d]
+        return f"lowest {100 * min(lows):.0f}%" if lows else "—"
+    cell = f"{pm(row['worst_delta_pts'], '+.1f')} / {pm(row['heldout_worst_delta_pts'], '+.1f')}"
+    names = [w["template"] for w in (row.runs[0].worst(), row.runs[0].worst(True)) if w]
+    return cell + (f" ({' / '.join(names)})" if row.n == 1 and names else "")
 
 
 def header(task: TaskResult, short: bool = False, with_score: bool = False) -> list[str]:

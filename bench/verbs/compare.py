@@ -20,7 +20,7 @@ from torch import nn
 from bench.core import progress
 from bench.core.budget import PAPER_STEPS
 from bench.report import tables as report
-from bench.core.metrics import accuracy, kl_to, scores
+from bench.core.metrics import by_template, correct_each, kl_to, scores
 from bench.core.latency import measure
 from bench.report.results import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
 from bench.core.rundir import RunDir, check_out, publishing
@@ -337,7 +337,9 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None,
     out = {"latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
     for prefix, split in (("", splits.test), ("heldout_", splits.heldout)):
         out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
-        out[f"{prefix}accuracy"] = accuracy(get_task(task), b.tokenizer, fn, split, bs)
+        ok = correct_each(get_task(task), b.tokenizer, fn, split, bs)
+        out[f"{prefix}accuracy"] = sum(ok) / len(ok)
+        out[f"{prefix}by_template"] = by_template(get_task(task), split, ok)
         out.update({f"{prefix}{k}": v for k, v in (scores(get_task(task), b.tokenizer, fn, split, bs) or {}).items()})
     return out
 
@@ -378,7 +380,8 @@ def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: LogitsFn, b:
     return Measurement(r.task, r.method, r.settings, str(r.path), r.seed, full.split, len(splits.test),
                        count_params(model)["non_embedding"], **score(model, r.task, splits, ref, b),
                        full_non_embedding=full.non_embedding, full_accuracy=full.accuracy, search_s=r.search_s,
-                       train_s=r.train_s, build_macs=r.build_macs, reported=r.reported, full_latency_ms=full.latency.median_ms,
+                       train_s=r.train_s, build_macs=r.build_macs, reported=r.reported, full_by_template=(
+                           full.by_template, full.heldout_by_template), full_latency_ms=full.latency.median_ms,
                        full_latency_b1_ms=full.latency_b1.median_ms, full_heldout_accuracy=full.heldout_accuracy)
 
 

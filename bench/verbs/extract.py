@@ -81,6 +81,10 @@ def print_extract(out, console: Console) -> None:
               f"{pruned['heldout_accuracy']:.1%}", f"{pruned['test_kl_to_full']:.4f}",
               f"{pruned['heldout_kl_to_full']:.4f}")
     console.print(t)
+    if "heldout_worst" in pruned:
+        console.print("worst template against the full model: " + ", ".join(
+            f"{w['template']} {w['delta_pts']:+.1f} pts ({w['accuracy']:.0%} vs {w['full_accuracy']:.0%})"
+            for w in (pruned["test_worst"], pruned["heldout_worst"])) + " (test, held-out)")
     if "test_score" in pruned:
         name = get_task(c["task"]).score_name
         console.print(f"{name}, test / held-out (gain over another prompt's target): circuit "

@@ -64,22 +64,26 @@ def no_means() -> Means:
 
 
 @torch.inference_mode()
-def collect_means(model: nn.Module, ids: torch.Tensor, name: str, min_len: int | None = None,
+def collect_means(model: nn.Module, ids: torch.Tensor | list[torch.Tensor], name: str, min_len: int | None = None,
                   batch_size: int | None = None) -> Means:
-    """Means of every head's z and every MLP's output over `ids` (N, T), as the scheme called `name` takes them
-    (per position, or over every position too; zeros for a scheme without constants). `min_len` (default T) is the
-    prompt length when `ids` also holds answer tokens, so that the positional means cover prompts of min_len..T
-    tokens. The prompts go through in batches of `batch_size` (default: all at once); each batch's fp32 sums are added up in float64, so the means
-    do not depend on the batch size beyond fp32 summation order."""
+    """Means of every head's z and every MLP's output over `ids` (N, T), or over groups of prompts of other lengths
+    (position-free schemes only), as the scheme called `name` takes them (per position, or over every position too;
+    zeros for a scheme without constants). `min_len` (default T) is the prompt length when `ids` also holds answer
+    tokens, so that the positional means cover prompts of min_len..T tokens. The prompts go through in batches of
+    `batch_size` (default: a group at once); each batch's fp32 sums are added up in float64, so the means do not
+    depend on the batch size beyond fp32 summation order."""
     sc = scheme(name)
-    s = arch.shape_of(model)
-    n, t = ids.shape
+    groups = [ids] if isinstance(ids, torch.Tensor) else list(ids)
+    if sc.positional and len({g.shape[1] for g in groups}) > 1:
+        raise BenchError(f"per-position means ({name}) take prompts of one length; give one group, or a "
+                         "position-free scheme")
+    s, t = arch.shape_of(model), groups[0].shape[1]
     rows = sc.rows(t)
     z = torch.zeros(s.n_layers, rows, s.n_heads * s.head_dim, dtype=torch.float64)  # on the CPU: MPS has no float64
     out = torch.zeros(s.n_layers, rows, s.d_model, dtype=torch.float64)
-    if sc.constants:
-        _sum_outputs(model, ids, sc.dims, z, out, batch_size or max(1, n))
-    count = n * t // rows  # the activations behind each row
+    for g in groups if sc.constants else []:
+        _sum_outputs(model, g, sc.dims, z, out, batch_size or max(1, g.shape[0]))
+    count = sum(g.shape[0] * g.shape[1] for g in groups) // rows  # the activations behind each row
     kw = dict(dtype=_dtype(model), device=_device(model))
     return Means((z / count).view(s.n_layers, rows, s.n_heads, s.head_dim).to(**kw), (out / count).to(**kw),
                  name, t if min_len is None else min_len)

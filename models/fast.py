@@ -39,25 +39,31 @@ class _Acts:
 
 
 class FastScorer(BatchedScorer):
-    def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means, batch_size: int | None = None,
-                 cache_bytes: float = math.inf):
+    def __init__(self, model: nn.Module, ids: torch.Tensor | list[torch.Tensor], means: Means,
+                 batch_size: int | None = None, cache_bytes: float = math.inf):
         self.model, self.means, self.shape = model, means, arch.check_supported(model)
-        means.check_length(ids.shape[1])
-        self.base: PrunedModel = prune(model, (), means)  # full weights, our module form
-        self.t = ids.shape[1]
-        self._tail: dict[int, tuple[frozenset, Block]] = {}
-        self._ablated: tuple[int, torch.Tensor] | None = None
-        p = next(model.parameters())
-        self.rope = self.base.embed(ids[:1, :].to(p.device))[1]  # the same for every batch: one length
         super().__init__(ids, batch_size, cache_bytes)
+        for b in self.batches:
+            means.check_length(b.shape[1])
+        self.base: PrunedModel = prune(model, (), means)  # full weights, our module form
+        self._tail: dict[int, tuple[frozenset, Block]] = {}
+        self._ablated: tuple[tuple[int, int], torch.Tensor] | None = None  # ((layer, T), (nh, T, d))
+        self._ropes: dict[int, object] = {}
+
+    def rope(self, t: int):
+        """The rotary tables of a t-token input, the same for every batch of that length."""
+        if t not in self._ropes:
+            p = next(self.model.parameters())
+            self._ropes[t] = self.base.embed(torch.zeros(1, t, dtype=torch.long, device=p.device))[1]
+        return self._ropes[t]
 
     @torch.inference_mode()
     def build(self, ids: torch.Tensor) -> _Acts:
-        x = self.base.embed(ids.to(next(self.model.parameters()).device))[0]
+        x, rope = self.base.embed(ids.to(next(self.model.parameters()).device))[0], self.rope(ids.shape[1])
         resid = []
         for block in self.base.blocks:
             resid.append(x)
-            x = block(x, self.rope)
+            x = block(x, rope)
         return _Acts(resid, self.base.unembed(x[:, -1]), self.shape.n_heads)
 
     def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
@@ -70,7 +76,7 @@ class FastScorer(BatchedScorer):
         with torch.inference_mode():
             # With no attention left above, positions no longer mix: the last one only, from this layer on.
             x = self._layer_out(acts, layer, removed, last_only=last_attention(tail) < 0)
-            x = run_to_last(tail, x, self.rope, self.t)
+            x = run_to_last(tail, x, self.rope(ids.shape[1]), ids.shape[1])
             return kl_sum(acts.ref, self.base.unembed(x[:, -1]))
 
     def batch_kls(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[float]:
@@ -88,19 +94,19 @@ class FastScorer(BatchedScorer):
         with torch.inference_mode():
             last_only = last_attention(tail) < 0
             x = torch.cat([self._layer_out(acts, layer, s, last_only) for s in states])  # (len(states) B, T, d)
-            x = run_to_last(tail, x, self.rope, self.t)
+            x = run_to_last(tail, x, self.rope(ids.shape[1]), ids.shape[1])
             logits = self.base.unembed(x[:, -1]).split(ids.shape[0])  # len(states) x (B, V)
             return [kl_sum(acts.ref, z) for z in logits]
 
     def _head_outputs(self, acts: _Acts, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each head's output, (nh, B, T, d), and each head's ablated output, (nh, T, d), for `layer`."""
-        block, s = self.base.blocks[layer], self.shape
+        block, s, t = self.base.blocks[layer], self.shape, acts.resid[layer].shape[1]
         wo = block.attn.o.weight.view(s.d_model, s.n_heads, s.head_dim)  # (d, nh, hd)
         if layer not in acts.heads:
-            z = block.attn.heads_z(block.ln1(acts.resid[layer]), self.rope)  # (B, nh, T, hd)
+            z = block.attn.heads_z(block.ln1(acts.resid[layer]), self.rope(t))  # (B, nh, T, hd)
             acts.heads = {layer: torch.einsum("nhtk,dhk->hntd", z, wo)}
-        if self._ablated is None or self._ablated[0] != layer:
-            self._ablated = (layer, torch.einsum("thk,dhk->htd", self.means.z_rows(layer, 0, self.t).to(wo), wo))
+        if self._ablated is None or self._ablated[0] != (layer, t):
+            self._ablated = ((layer, t), torch.einsum("thk,dhk->htd", self.means.z_rows(layer, 0, t).to(wo), wo))
         return acts.heads[layer], self._ablated[1]
 
     def _layer_out(self, acts: _Acts, layer: int, removed: frozenset[Component], last_only: bool) -> torch.Tensor:
@@ -118,7 +124,8 @@ class FastScorer(BatchedScorer):
         if last_only:
             x, source = x[:, -1:], source[:, -1:]
         if Component(layer) in removed:
-            m = self.means.mlp_rows(layer, self.t - x.shape[1], self.t).to(x)
+            t = acts.resid[layer].shape[1]
+            m = self.means.mlp_rows(layer, t - x.shape[1], t).to(x)
         else:
             m = block.mlp(block.ln2(source))
         return x + (m if block.post2 is None else block.post2(m))

@@ -74,13 +74,16 @@ class BatchCache(Generic[Item]):
 
 
 class BatchedScorer:
-    """A `Scorer` over `ids` (N, T) split into batches of `batch_size`: `batch_kl(removed, i, ids)` is the sum of
-    the KLs of batch i, `__call__` their mean over all N prompts. `cache_bytes` bounds what is kept between calls.
-    `forwards` counts scored states (one per pass over the batches)."""
+    """A `Scorer` over `ids` (N, T), or a list of such groups of other lengths, split into batches of `batch_size`
+    (within a group: a batch has one length): `batch_kl(removed, i, ids)` is the sum of the KLs of batch i,
+    `__call__` their mean over all N prompts. `cache_bytes` bounds what is kept between calls. `forwards` counts
+    scored states (one per pass over the batches)."""
 
-    def __init__(self, ids: torch.Tensor, batch_size: int | None = None, cache_bytes: float = math.inf):
-        self.batches = ids.split(batch_size or max(1, ids.shape[0]))
-        self.n = ids.shape[0]
+    def __init__(self, ids: torch.Tensor | list[torch.Tensor], batch_size: int | None = None,
+                 cache_bytes: float = math.inf):
+        groups = [ids] if isinstance(ids, torch.Tensor) else list(ids)
+        self.batches = [b for g in groups for b in g.split(batch_size or max(1, g.shape[0]))]
+        self.n = sum(g.shape[0] for g in groups)
         self.cache: BatchCache = BatchCache(self.build, cache_bytes)
         self.forwards = 0
 

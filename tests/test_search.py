@@ -4,7 +4,7 @@ import pytest
 from models.ablation import collect_means
 from models.fast import FastScorer
 from models.search import HookScorer, Search, kl_last
-from models.types import SCHEMES, Component, candidate_order
+from models.types import SCHEMES, BenchError, Component, candidate_order
 from tests.test_surgery import MODELS, random_removed
 from tests.tiny import tiny_ids
 
@@ -114,3 +114,49 @@ def test_speculative_fast_engine_returns_the_plain_circuit(arch, scheme):
             assert fast.scorer.forwards == len(fast.scored_states())  # dropped states counted too
         sizes.add(len(plain.removed))
     assert any(0 < n < len(order) for n in sizes)
+
+
+POSITION_FREE = [name for name, s in SCHEMES.items() if not s.positional]
+
+
+@pytest.mark.parametrize("arch", MODELS)
+@pytest.mark.parametrize("scheme", POSITION_FREE)
+def test_mixed_lengths_score_exactly_with_either_engine_and_any_batch(arch, scheme):
+    """Validation prompts of three lengths, one batch per length or several: the KL is the mean over every prompt,
+    the engines agree, and the batch size changes nothing but float noise."""
+    model = MODELS[arch](3)
+    patching = [tiny_ids(4, t, seed=10 + t) for t in (7, 10)]
+    means = collect_means(model, patching, scheme)
+    groups = [tiny_ids(n, t, seed=20 + t) for n, t in ((3, 6), (4, 10), (2, 12))]
+    for seed in range(3):
+        removed = frozenset(random_removed(model, seed))
+        each = [(g.shape[0], HookScorer(model, g, means)(removed)) for g in groups]
+        mean = sum(n * kl for n, kl in each) / sum(n for n, _ in each)
+        for batch in (None, 1, 3):
+            assert HookScorer(model, groups, means, batch)(removed) == pytest.approx(mean, abs=1e-6)
+            assert FastScorer(model, groups, means, batch)(removed) == pytest.approx(mean, abs=1e-5)
+
+
+@pytest.mark.parametrize("scheme", POSITION_FREE)
+def test_mixed_lengths_give_the_reference_circuit(scheme):
+    model = MODELS["llama-gqa"](2)
+    means = collect_means(model, [tiny_ids(4, t, seed=30 + t) for t in (8, 11)], scheme)
+    groups = [tiny_ids(4, 8, seed=40), tiny_ids(3, 11, seed=41)]
+    order = candidate_order(model.config.num_hidden_layers, model.config.num_attention_heads, True)
+    sizes = set()
+    for alpha in (0.005, 0.02, 0.1):
+        ref = Search(HookScorer(model, groups, means), order, alpha).run()
+        for batch in (None, 2):
+            assert Search(FastScorer(model, groups, means, batch), order, alpha).run() == ref
+        sizes.add(len(ref))
+    assert any(0 < n < len(order) for n in sizes)
+
+
+def test_pooled_means_over_lengths_are_the_mean_over_every_position():
+    model = MODELS["gpt2"](0)
+    a, b = tiny_ids(3, 6, seed=1), tiny_ids(2, 9, seed=2)
+    both = collect_means(model, [a, b], "mean-pooled")
+    ma, mb = collect_means(model, a, "mean-pooled"), collect_means(model, b, "mean-pooled")
+    assert torch.allclose(both.mlp, (18 * ma.mlp + 18 * mb.mlp) / 36, atol=1e-6)  # 3 × 6 and 2 × 9 positions
+    with pytest.raises(BenchError, match="one length"):
+        collect_means(model, [a, b], "mean")

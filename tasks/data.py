@@ -26,7 +26,8 @@ FIELDS = ("prompt", "answer", "input_ids", "target")
 
 @dataclass(frozen=True)
 class Split:
-    """One split: examples that all have the same token length."""
+    """One split: examples of one token length, or of several (a search on every length). Whatever needs a
+    tensor takes the split by `groups()` (one length each) or `batches(n)`."""
 
     name: str
     examples: tuple[Example, ...]
@@ -35,14 +36,36 @@ class Split:
         object.__setattr__(self, "examples", tuple(self.examples))
         if not self.examples:
             raise BenchError(f"split {self.name!r} is empty; ask for at least 1 example")
-        if len({len(e.input_ids) for e in self.examples}) != 1:
-            raise BenchError(f"split {self.name!r} mixes prompt lengths; re-create it with `bench extract`")
 
     def __len__(self) -> int:
         return len(self.examples)
 
     @property
+    def lengths(self) -> list[int]:
+        """Its prompts' token lengths, in the order they first appear."""
+        return list(dict.fromkeys(len(e.input_ids) for e in self.examples))
+
+    def groups(self) -> list["Split"]:
+        """The split by length: one split per length, in `lengths` order, each keeping its examples' order."""
+        if len(self.lengths) == 1:
+            return [self]
+        return [Split(self.name, tuple(e for e in self.examples if len(e.input_ids) == t)) for t in self.lengths]
+
+    @property
+    def ordered(self) -> tuple[Example, ...]:
+        """Its examples in the order `groups()` and `batches()` take them."""
+        return tuple(e for g in self.groups() for e in g.examples)
+
+    def batches(self, batch_size: int | None = None) -> list["Split"]:
+        """Batches of at most `batch_size` examples (None: a group at once), each of one length, group by group."""
+        return [Split(self.name, g.examples[i:i + (batch_size or len(g))])
+                for g in self.groups() for i in range(0, len(g), batch_size or len(g))]
+
+    @property
     def input_ids(self) -> torch.Tensor:
+        """(N, T): a split of one length only."""
+        if len(self.lengths) > 1:
+            raise BenchError(f"split {self.name!r} holds prompts of {len(self.lengths)} lengths; take it by groups")
         return torch.tensor([e.input_ids for e in self.examples], dtype=torch.long)
 
     @property
@@ -136,20 +159,22 @@ def interleave(examples: list[Example], stratum) -> list[Example]:
     return [e for *_, e in sorted(placed, key=lambda t: t[:2])]
 
 
-class _Rows(Dataset):
-    def __init__(self, split: Split) -> None:
-        self.input_ids, self.targets = split.input_ids, split.targets
+class _Batches(Dataset):
+    """A split's `batches`, each {"input_ids": (B, T), "targets": (B,)}: the order every engine takes them in."""
+
+    def __init__(self, split: Split, batch_size: int | None) -> None:
+        self.batches = [{"input_ids": b.input_ids, "targets": b.targets} for b in split.batches(batch_size)]
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "targets": self.targets[i]}
+        return self.batches[i]
 
 
 class TaskDataModule(L.LightningDataModule):
     """Each dataloader yields its split in order, in batches {"input_ids": (B, T) long, "targets": (B,) long} of
-    `batch_size` examples (None: the whole split as one batch)."""
+    `batch_size` examples (None: the whole split as one batch), one length each (`Split.batches`)."""
 
     def __init__(self, task: str | Task, tokenizer: Tokenizer, n_patching: int = DEFAULT_N["patching"],
                  n_val: int = DEFAULT_N["val"], n_test: int = DEFAULT_N["test"], seed: int = 0,
@@ -188,8 +213,7 @@ class TaskDataModule(L.LightningDataModule):
     heldout = property(lambda self: self.split("test-heldout"))
 
     def _loader(self, name: str) -> DataLoader:
-        split = self.split(name)
-        return DataLoader(_Rows(split), batch_size=self.batch_size or len(split), shuffle=False)
+        return DataLoader(_Batches(self.split(name), self.batch_size), batch_size=None, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("patching")

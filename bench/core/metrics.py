@@ -22,17 +22,18 @@ def accuracy(task: Task, tokenizer, fn: LogitsFn, split: Split, batch_size: int 
 
 @torch.inference_mode()
 def correct_each(task: Task, tokenizer, fn: LogitsFn, split: Split, batch_size: int = BATCH_SIZE) -> list[bool]:
-    """Whether the task judges each prompt's greedy answer correct, in the split's order."""
+    """Whether the task judges each prompt's greedy answer correct, in `split.ordered` (the split's order where it
+    has one length)."""
     n_new, ok = task.n_new(tokenizer), []
-    for ids, targets in zip(split.input_ids.split(batch_size), split.targets.split(batch_size)):
-        ok += task.correct(tokenizer, targets, greedy(fn, ids, n_new).cpu()).tolist()
+    for b in split.batches(batch_size):
+        ok += task.correct(tokenizer, b.targets, greedy(fn, b.input_ids, n_new).cpu()).tolist()
     return ok
 
 
 def by_template(task: Task, split: Split, ok: list[bool]) -> dict[str, float]:
     """Accuracy on each template's prompts of the split (`Task.template_of` names them), sorted by name."""
     groups: dict[str, list[bool]] = {}
-    for e, right in zip(split.examples, ok):
+    for e, right in zip(split.ordered, ok):
         groups.setdefault(task.template_of(e.prompt) or "?", []).append(right)
     return {name: sum(g) / len(g) for name, g in sorted(groups.items())}
 
@@ -48,7 +49,7 @@ def worst(mine: dict[str, float], full: dict[str, float]) -> dict:
 @torch.inference_mode()
 def kl_to(reference: LogitsFn, fn: LogitsFn, split: Split, batch_size: int = BATCH_SIZE) -> float:
     """KL(reference || fn) of the next-token distribution at the last prompt position, averaged over the split."""
-    return sum(kl_sum(reference(ids), fn(ids)) for ids in split.input_ids.split(batch_size)) / len(split)
+    return sum(kl_sum(reference(b.input_ids), fn(b.input_ids)) for b in split.batches(batch_size)) / len(split)
 
 
 @torch.inference_mode()
@@ -59,11 +60,12 @@ def scores(task: Task, tokenizer, fn: LogitsFn, split: Split, batch_size: int = 
     and its score; a constant "99" scores 1 on greater-than and gains 0. None for a task without a score."""
     if task.score is None:
         return None
-    own, other = split.targets, split.targets.roll(1)
+    batches = split.batches(batch_size)
+    other = torch.cat([b.targets for b in batches]).roll(1).split([len(b) for b in batches])
     total = torch.zeros(2, dtype=torch.float64)
-    for ids, a, b in zip(split.input_ids.split(batch_size), own.split(batch_size), other.split(batch_size)):
-        total += torch.tensor([float(task.score(tokenizer, fn, ids, a).sum()),
-                               float(task.score(tokenizer, fn, ids, b).sum())], dtype=torch.float64)
+    for b, o in zip(batches, other):
+        total += torch.tensor([float(task.score(tokenizer, fn, b.input_ids, b.targets).sum()),
+                               float(task.score(tokenizer, fn, b.input_ids, o).sum())], dtype=torch.float64)
     s, base = (total / len(split)).tolist()
     return {"score": s, "score_gain": s - base}
 

@@ -168,14 +168,15 @@ class ExtractArgs(SearchOptions):
 
 
 def patching_means(model, task, tokenizer, dm: TaskDataModule, scheme: str, batch_size: int) -> Means:
-    """Means over the patching set, in batches. Tasks answered in several tokens need the later positions too:
-    the prompts are extended with the full model's own greedy tokens."""
-    ids = dm.patching.input_ids
-    prompt_len, n_extra = ids.shape[1], task.n_new(tokenizer) - 1
+    """Means over the patching set (each of its lengths), in batches. Tasks answered in several tokens need the
+    later positions too: the prompts are extended with the full model's own greedy tokens."""
+    groups, n_extra = [g.input_ids for g in dm.patching.groups()], task.n_new(tokenizer) - 1
     if n_extra > 0:
         full = hf_last_logits(model)
-        ids = torch.cat([torch.cat([b, greedy(full, b, n_extra).cpu()], dim=1) for b in ids.split(batch_size)])
-    return collect_means(model, ids, scheme, min_len=prompt_len, batch_size=batch_size)
+        groups = [torch.cat([torch.cat([b, greedy(full, b, n_extra).cpu()], dim=1) for b in g.split(batch_size)])
+                  for g in groups]
+    return collect_means(model, groups[0] if len(groups) == 1 else groups, scheme,
+                         min_len=dm.patching.lengths[0], batch_size=batch_size)
 
 
 def trainer_for(device: torch.device, logger: TensorBoardLogger | None, epochs: int) -> L.Trainer:
@@ -191,7 +192,8 @@ def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
     """Algorithm 1 under a Lightning Trainer: the DataModule feeds the validation prompts in batches, one epoch per
     candidate. Returns the search and its wall time."""
     device = next(model.parameters()).device
-    scorer = ENGINES[args.engine](model, dm.val.input_ids, means, args.batch_size, args.cache_gb * GB)
+    val = [g.input_ids for g in dm.val.groups()]  # one group per length, batched as the val loader batches
+    scorer = ENGINES[args.engine](model, val, means, args.batch_size, args.cache_gb * GB)
     s = pruned_config(model, (), means)
     search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha, args.speculate)
     start, trainer = time.perf_counter(), trainer_for(device, logger, len(search.order))
@@ -217,13 +219,14 @@ def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_par
     return {"full": full, "pruned": cut}
 
 
-def build_cost(engine: str, shape: arch.Shape, p_ids: torch.Tensor, n_new: int, val_ids: torch.Tensor,
-               search: Search, fit: dict) -> dict:
+def build_cost(engine: str, shape: arch.Shape, patching: Split, n_new: int, val: Split, search: Search,
+               fit: dict) -> dict:
     """metrics.json's build block: the MACs of the patching means (the full model on the patching prompts, extended
-    by its answers), of the search (every state it scored, by `engine`) and of the fit, and their sum."""
-    means = reference_macs(shape, p_ids.shape[0], p_ids.shape[1] + n_new - 1)
-    ref, fast = search_macs(shape, *val_ids.shape, search.asked)
-    scored = fast if engine == "fast" else ref
+    by its answers), of the search (every state it scored, by `engine`, on each length of the validation prompts)
+    and of the fit, and their sum."""
+    means = sum(reference_macs(shape, len(g), g.lengths[0] + n_new - 1) for g in patching.groups())
+    costs = [search_macs(shape, len(g), g.lengths[0], search.asked) for g in val.groups()]
+    scored = sum(fast if engine == "fast" else ref for ref, fast in costs)
     return {"means_macs": means, "search_macs": scored, "fit_macs": fit["macs"], "macs": means + scored + fit["macs"]}
 
 

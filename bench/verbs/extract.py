@@ -47,8 +47,7 @@ def extract(args: ExtractArgs, data: type[TaskDataModule] = TaskDataModule) -> P
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype,
                              **searched_accuracy(task, tokenizer, model, search.removed, means, dm)}
         metrics["fit"] = fit
-        metrics["build"] = build_cost(args.engine, shape, dm.patching.input_ids, task.n_new(tokenizer),
-                                      dm.val.input_ids, search, fit)
+        metrics["build"] = build_cost(args.engine, shape, dm.patching, task.n_new(tokenizer), dm.val, search, fit)
         write_run(run, resolved, circuit, pruned, metrics, dm, search, fitted)
         log_final(logger, metrics, len(search.order))
     return out

@@ -121,8 +121,8 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
            "test_kl_to_full": p["test_kl_to_full"], "heldout_kl_to_full": p["heldout_kl_to_full"],
            **{k: p[k] for k in SCORE_COLUMNS if k in p},
            "search_wall_s": wall, "forwards": search.scorer.forwards, "fit_wall_s": fit["wall_s"],
-           "build_macs": build_cost(one.engine, s, ctx.dm.patching.input_ids, ctx.task.n_new(ctx.tokenizer),
-                                    ctx.dm.val.input_ids, search, fit)["macs"]}
+           "build_macs": build_cost(one.engine, s, ctx.dm.patching, ctx.task.n_new(ctx.tokenizer), ctx.dm.val,
+                                    search, fit)["macs"]}
     if ctx.truth is not None:
         row["tpr"], row["fpr"] = tpr_fpr(circuit.heads, ctx.truth.heads, s.n_layers, s.n_heads)
     return row, m["full"]

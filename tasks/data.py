@@ -108,10 +108,11 @@ def _int(x) -> int:
 
 
 def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test: int,
-                seed: int) -> dict[str, Split]:
+                seed: int, every_length: bool = False) -> dict[str, Split]:
     """One seeded draw of n_patching + n_val + n_test distinct examples of the training templates, sliced into
     disjoint splits (each holding its share of every `task.stratum`, if the task has one), and n_test examples of
-    the held-out templates (test-heldout)."""
+    the held-out templates (test-heldout). With `every_length`, the patching and validation splits are drawn again
+    from the training templates of every token length (`every_length_splits`); test stays as drawn."""
     sizes = dict(zip(SEARCH_SPLITS, (n_patching, n_val, n_test)))
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -123,10 +124,32 @@ def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test:
     for name, n in sizes.items():
         splits[name] = Split(name, tuple(examples[start:start + n]))
         start += n
+    if every_length:
+        splits.update(every_length_splits(task, tok, n_patching, n_val, seed, splits["test"]))
     if task.val_share is not None:
         splits["val"] = weigh_up(task, tok, splits, seed)
     splits["test-heldout"] = Split("test-heldout", tuple(task.examples(tok, n_test, seed, heldout=True)))
     return splits
+
+
+def every_length_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, seed: int,
+                        test: Split) -> dict[str, Split]:
+    """Patching and validation splits from the training templates of every token length (`Task.fit_spaces`), the
+    lengths and then the templates of a length taking turns, none of them a test prompt; each holds its share of
+    every `task.stratum`."""
+    by_length: dict[int, list] = {}
+    for s in task.fit_spaces(tok):
+        by_length.setdefault(s.length, []).append(s)
+    rounds = max(map(len, by_length.values()))  # the lengths take turns, so that a few prompts span them
+    spaces = [g[i] for i in range(rounds) for g in by_length.values() if i < len(g)]
+    need = n_patching + n_val
+    used = {e.prompt for e in test.examples}
+    drawn = draw_examples(spaces, need + len(used), seed, task.name, stream="every-length")
+    examples = [e for e in drawn if e.prompt not in used][:need]
+    if task.stratum is not None:
+        examples = interleave(examples, task.stratum)
+    return {"patching": Split("patching", tuple(examples[:n_patching])),
+            "val": Split("val", tuple(examples[n_patching:]))}
 
 
 def weigh_up(task: Task, tok: Tokenizer, splits: dict[str, Split], seed: int) -> Split:
@@ -178,13 +201,13 @@ class TaskDataModule(L.LightningDataModule):
 
     def __init__(self, task: str | Task, tokenizer: Tokenizer, n_patching: int = DEFAULT_N["patching"],
                  n_val: int = DEFAULT_N["val"], n_test: int = DEFAULT_N["test"], seed: int = 0,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, every_length: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
         self.task = task if isinstance(task, Task) else get_task(task)
         self.tokenizer = tokenizer
         self.sizes = (n_patching, n_val, n_test)
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.batch_size, self.every_length = seed, batch_size, every_length
         self.splits: dict[str, Split] | None = None
 
     @classmethod
@@ -201,7 +224,8 @@ class TaskDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = make_splits(self.task, self.tokenizer, *self.sizes, seed=self.seed)
+            self.splits = make_splits(self.task, self.tokenizer, *self.sizes, seed=self.seed,
+                                      every_length=self.every_length)
 
     def split(self, name: str) -> Split:
         self.setup()

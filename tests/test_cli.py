@@ -591,3 +591,28 @@ def test_help_is_spelled_as_the_readme_spells_it(verb, capsys):
         assert "--include-mlps/--no-include-mlps" in text and "--overwrite/--no-overwrite" in text
         readme = (Path(__file__).parents[1] / "README.md").read_text()
         assert "--no-include-mlps" in readme and "--n-val" in readme
+
+
+def test_a_search_on_every_length_holds_each_length_and_one_circuit(model_dirs, tmp_path, capsys):
+    """--search-every-length: patching and validation prompts of every training length, the test prompts of one;
+    both engines and every batch size give the same circuit; per-position means refuse it in one line."""
+    runs = {}
+    for name, engine, batch in (("fast", "fast", "64"), ("ref", "reference", "64"), ("small", "fast", "3")):
+        runs[name] = tmp_path / name
+        run_ok(extract_argv(model_dirs["llama"], runs[name], alpha=MAIN_ALPHA, ablation="mean-pooled", engine=engine,
+                            extra=("--search-every-length", "--batch-size", batch, "--fit-steps", "0")))
+    splits = {s: [json.loads(line) for line in (runs["fast"] / "splits" / f"{s}.jsonl").read_text().splitlines()]
+              for s in ("patching", "val", "test")}
+    lengths = {s: {len(r["input_ids"]) for r in rows} for s, rows in splits.items()}
+    assert len(lengths["val"]) > 1 and len(lengths["patching"]) > 1 and len(lengths["test"]) == 1
+    assert not {r["prompt"] for r in splits["test"]} & {r["prompt"] for r in splits["val"] + splits["patching"]}
+    circuit = (runs["fast"] / "circuit.json").read_bytes()
+    assert all((runs[n] / "circuit.json").read_bytes() == circuit for n in ("ref", "small"))
+    fast, ref = jsonl(runs["fast"] / "steps.jsonl"), jsonl(runs["ref"] / "steps.jsonl")
+    assert [s["kl"] for s in fast] == pytest.approx([s["kl"] for s in ref], rel=1e-4, abs=1e-6)
+    run_ok(["distill", "--task", "ioi", "--match", str(runs["fast"]), "--steps", "2", "--batch-size", "4",
+            "--out", str(tmp_path / "student")])  # a student validates on the run's splits of every length
+    capsys.readouterr()
+    assert main(extract_argv(model_dirs["llama"], tmp_path / "mean", alpha=MAIN_ALPHA, ablation="mean",
+                             extra=("--search-every-length",))) == 2
+    assert "--search-every-length needs a position-free --ablation" in capsys.readouterr().err

@@ -75,6 +75,9 @@ class SearchOptions:
         fit_jitter: put 0 to this many neutral filler sentences before each fitting step's prompts, so that
             position-free constants do not learn the training templates' one length (ignored by the per-position
             mean, whose constants cover that length only); 0: none.
+        search_every_length: draw the patching and validation prompts from the training templates of every token
+            length, so that the search scores each phrasing, not only those of the test prompts' one length
+            (position-free schemes; the per-position mean takes one length and refuses it).
         fit_every_length: fit position-free constants on the training templates of every token length, not only
             on those of the search's one length, so that they see phrasings of other shapes (ignored by the
             per-position mean).
@@ -99,6 +102,7 @@ class SearchOptions:
     fit_batch_size: int = 32
     fit_jitter: int = FIT_JITTER
     fit_every_length: bool = False
+    search_every_length: bool = False
     fit_pool: int = FIT_POOL
     fit_check_every: int = FIT_CHECK_EVERY
 
@@ -109,6 +113,9 @@ class SearchOptions:
         for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate", "fit_batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.search_every_length and SCHEMES[self.ablation].positional:
+            raise BenchError(f"--search-every-length needs a position-free --ablation: per-position means "
+                             f"({self.ablation}) take the one length they were taken at")
         if self.fit_jitter < 0:
             raise BenchError(f"--fit-jitter must be >= 0 (0: no filler sentences), got {self.fit_jitter}")
         for name, zero in (("fit_pool", "fresh prompts"), ("fit_check_every", "no checks")):
@@ -261,10 +268,12 @@ def prepare(args: SearchOptions, splits: dict[str, Split] | None = None,
     device, dtype = loading.resolve_device(args.device), loading.resolve_dtype(args.dtype)
     model, tokenizer = loading.load_model(args.model, device=device, dtype=dtype)
     shape, task = arch.check_supported(model), get_task(args.task)
-    t = task.spaces(tokenizer, heldout=False)[0].length + task.n_new(tokenizer) - 1
+    spaces = task.fit_spaces(tokenizer) if args.search_every_length else task.spaces(tokenizer, heldout=False)
+    t = max(s.length for s in spaces) + task.n_new(tokenizer) - 1
     check_fits(shape, t, args.n_val, args.batch_size, args.cache_gb, device, dtype.itemsize, args.speculate)
     if splits is None:
-        dm = data(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed, args.batch_size)
+        dm = data(args.task, tokenizer, args.n_patching, args.n_val, args.n_test, args.seed, args.batch_size,
+                  every_length=args.search_every_length)
     else:
         dm = TaskDataModule.from_splits(task, tokenizer, splits, args.batch_size)
     dm.setup()

@@ -18,7 +18,7 @@ from torch import nn
 from models import arch
 from models.ablation import Means
 from models.pruned import Block, PrunedModel, last_attention, run_to_last
-from models.search import BatchedScorer, kl_sum, nbytes
+from models.search import BatchedScorer, kl_rows, nbytes
 from models.surgery import fill_block, prune, pruned_config
 from models.types import Component
 
@@ -40,9 +40,9 @@ class _Acts:
 
 class FastScorer(BatchedScorer):
     def __init__(self, model: nn.Module, ids: torch.Tensor | list[torch.Tensor], means: Means,
-                 batch_size: int | None = None, cache_bytes: float = math.inf):
+                 batch_size: int | None = None, cache_bytes: float = math.inf, bins: list[int] | None = None):
         self.model, self.means, self.shape = model, means, arch.check_supported(model)
-        super().__init__(ids, batch_size, cache_bytes)
+        super().__init__(ids, batch_size, cache_bytes, bins)
         for b in self.batches:
             means.check_length(b.shape[1])
         self.base: PrunedModel = prune(model, (), means)  # full weights, our module form
@@ -66,10 +66,10 @@ class FastScorer(BatchedScorer):
             x = block(x, rope)
         return _Acts(resid, self.base.unembed(x[:, -1]), self.shape.n_heads)
 
-    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+    def batch_rows(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> torch.Tensor:
         self.count(i)
         if not removed:
-            return 0.0
+            return torch.zeros(ids.shape[0], dtype=torch.float64)
         acts = self.cache.get(i, ids)
         layer = min(c.layer for c in removed)  # every layer below it is intact
         tail = [self._block(l, removed) for l in range(layer + 1, self.shape.n_layers)]
@@ -77,26 +77,26 @@ class FastScorer(BatchedScorer):
             # With no attention left above, positions no longer mix: the last one only, from this layer on.
             x = self._layer_out(acts, layer, removed, last_only=last_attention(tail) < 0)
             x = run_to_last(tail, x, self.rope(ids.shape[1]), ids.shape[1])
-            return kl_sum(acts.ref, self.base.unembed(x[:, -1]))
+            return kl_rows(acts.ref, self.base.unembed(x[:, -1]))
 
-    def batch_kls(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[float]:
+    def batch_rows_many(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[torch.Tensor]:
         """`batch_kl` of states that differ only in one layer (a speculative step's): that layer's output for each
         state, stacked along the batch, through the layers above (the same blocks for all) in one pass."""
         if len(states) == 1 or not all(states):
-            return super().batch_kls(states, i, ids)
+            return super().batch_rows_many(states, i, ids)
         self.forwards += len(states) * (i == 0)
         acts = self.cache.get(i, ids)
         layer = min(c.layer for c in states[0])
         above = {c for c in states[0] if c.layer > layer}
         if any(min(c.layer for c in s) != layer or {c for c in s if c.layer > layer} != above for s in states):
-            raise ValueError("batch_kls runs together only states that differ in their lowest layer")
+            raise ValueError("batch_rows_many runs together only states that differ in their lowest layer")
         tail = [self._block(l, states[0]) for l in range(layer + 1, self.shape.n_layers)]
         with torch.inference_mode():
             last_only = last_attention(tail) < 0
             x = torch.cat([self._layer_out(acts, layer, s, last_only) for s in states])  # (len(states) B, T, d)
             x = run_to_last(tail, x, self.rope(ids.shape[1]), ids.shape[1])
             logits = self.base.unembed(x[:, -1]).split(ids.shape[0])  # len(states) x (B, V)
-            return [kl_sum(acts.ref, z) for z in logits]
+            return [kl_rows(acts.ref, z) for z in logits]
 
     def _head_outputs(self, acts: _Acts, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each head's output, (nh, B, T, d), and each head's ablated output, (nh, T, d), for `layer`."""

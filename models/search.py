@@ -23,14 +23,20 @@ from models.ablation import Means, hooked_logits
 from models.types import Component
 
 Scorer = Callable[[frozenset[Component]], float]
+RULES = ("mean", "bins")  # a candidate stays removed if the mean KL rises by < alpha; or if no bin's mean does
 Item = TypeVar("Item")
+
+
+def kl_rows(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(ref || other) between next-token distributions, per prompt: logits (N, V) -> (N,) float64 on the CPU."""
+    ref = F.log_softmax(ref_logits.double(), dim=-1)
+    cur = F.log_softmax(logits.double(), dim=-1)
+    return (ref.exp() * (ref - cur)).sum(-1).cpu()
 
 
 def kl_sum(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
     """Sum over prompts of KL(ref || other) between next-token distributions; logits (N, V)."""
-    ref = F.log_softmax(ref_logits.double(), dim=-1)
-    cur = F.log_softmax(logits.double(), dim=-1)
-    return float((ref.exp() * (ref - cur)).sum())
+    return float(kl_rows(ref_logits, logits).sum())
 
 
 def kl_last(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
@@ -80,22 +86,46 @@ class BatchedScorer:
     scored states (one per pass over the batches)."""
 
     def __init__(self, ids: torch.Tensor | list[torch.Tensor], batch_size: int | None = None,
-                 cache_bytes: float = math.inf):
+                 cache_bytes: float = math.inf, bins: list[int] | None = None):
         groups = [ids] if isinstance(ids, torch.Tensor) else list(ids)
         self.batches = [b for g in groups for b in g.split(batch_size or max(1, g.shape[0]))]
         self.n = sum(g.shape[0] for g in groups)
+        bins = torch.zeros(self.n, dtype=torch.long) if bins is None else torch.as_tensor(bins, dtype=torch.long)
+        if bins.shape != (self.n,) or int(bins.min()) < 0:
+            raise ValueError(f"bins must give each of the {self.n} prompts a bin index >= 0")
+        self.bins = bins.split([b.shape[0] for b in self.batches])  # per batch: each prompt's bin
+        self.counts = torch.bincount(bins).double()  # prompts per bin (a bin: e.g. a template's prompts)
         self.cache: BatchCache = BatchCache(self.build, cache_bytes)
         self.forwards = 0
 
     def build(self, ids: torch.Tensor):
         raise NotImplementedError
 
-    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+    def batch_rows(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> torch.Tensor:
+        """Each prompt's KL in batch i with `removed` ablated: (B,) float64."""
         raise NotImplementedError
 
+    def batch_rows_many(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[torch.Tensor]:
+        """`batch_rows` of several states; an engine that can runs them together."""
+        return [self.batch_rows(state, i, ids) for state in states]
+
+    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+        return float(self.batch_rows(removed, i, ids).sum())
+
     def batch_kls(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[float]:
-        """`batch_kl` of several states; an engine that can runs them together."""
-        return [self.batch_kl(state, i, ids) for state in states]
+        return [float(r.sum()) for r in self.batch_rows_many(states, i, ids)]
+
+    def bin_sums(self, states: list[frozenset[Component]], i: int, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Each state's KLs of batch i summed per bin: (bins,) float64 each."""
+        zero = torch.zeros(len(self.counts), dtype=torch.float64)
+        return [zero.index_add(0, self.bins[i], r) for r in self.batch_rows_many(states, i, ids)]
+
+    def binned(self, states: list[frozenset[Component]]) -> list[torch.Tensor]:
+        """The mean KL of each state in each bin, over every batch: (bins,) each."""
+        sums = [torch.zeros(len(self.counts), dtype=torch.float64) for _ in states]
+        for i, b in enumerate(self.batches):
+            sums = [a + k for a, k in zip(sums, self.bin_sums(states, i, b))]
+        return [s / self.counts.clamp(min=1) for s in sums]
 
     def __call__(self, removed: frozenset[Component]) -> float:
         return self.many([removed])[0]
@@ -120,6 +150,7 @@ class Step:
     kl: float  # KL with the candidate ablated on top of what was removed before
     delta: float  # kl minus the KL before this step
     removed: bool  # True: it stays removed; False: it joins the circuit
+    worst_bin: int | None = None  # the per-bin rule: the bin whose KL rose most (delta is its rise)
 
 
 class Search:
@@ -132,10 +163,15 @@ class Search:
     the state the plain walk scores, so the circuit is the same; what changes is how many states one launch
     sequence scores (GPU), at the price of the dropped ones (all waste on a CPU, where w = 1 is fastest)."""
 
-    def __init__(self, scorer: Scorer, order: Iterable[Component], alpha: float, speculate: int = 1):
+    def __init__(self, scorer: Scorer, order: Iterable[Component], alpha: float, speculate: int = 1,
+                 rule: str = "mean"):
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
         self.scorer, self.order, self.alpha, self.speculate = scorer, list(order), alpha, speculate
+        self.rule = rule
         self.removed: frozenset[Component] = frozenset()
-        self.kl = scorer(self.removed)  # 0 for an exact scorer; kept for honesty
+        self.bin_kls = self._binned([self.removed])[0] if rule == "bins" else None  # (bins,) of `removed`
+        self.kl = self._mean(self.bin_kls) if rule == "bins" else scorer(self.removed)  # 0 for an exact scorer
         self.steps: list[Step] = []
         self.asked: list[frozenset[Component]] = [self.removed]  # every state the scorer scored, in order
 
@@ -155,16 +191,38 @@ class Search:
             out.append(state)
         return out
 
-    def decide(self, kl: float) -> Step:
-        """Decide `candidate`, given the KL with it ablated on top of `removed`."""
-        c, delta = self.candidate, kl - self.kl
-        step = Step(len(self.steps), c, kl, delta, delta < self.alpha)
+    def _binned(self, states: list[frozenset[Component]]) -> list[torch.Tensor]:
+        binned = getattr(self.scorer, "binned", None)
+        if binned is None:
+            raise ValueError("the per-bin rule needs a scorer with bins (a BatchedScorer)")
+        return binned(states)
+
+    def _mean(self, kls: torch.Tensor) -> float:
+        """The mean KL over every prompt, from the per-bin means."""
+        counts = self.scorer.counts
+        return float((kls * counts).sum() / counts.sum())
+
+    def decide(self, kl: float | torch.Tensor) -> Step:
+        """Decide `candidate`, given the KL with it ablated on top of `removed`: the mean over the prompts (rule
+        "mean": it stays removed if the mean rises by less than alpha), or the mean of each bin (rule "bins": it
+        stays removed only if no bin's mean rises by alpha or more)."""
+        c = self.candidate
+        if self.rule == "bins":
+            rises = kl - self.bin_kls
+            worst = int(rises.argmax())
+            mean, delta = self._mean(kl), float(rises[worst])
+        else:
+            mean, worst = float(kl), None
+            delta = mean - self.kl
+        step = Step(len(self.steps), c, mean, delta, delta < self.alpha, worst)
         if step.removed:
-            self.removed, self.kl = self.removed | {c}, kl
+            self.removed, self.kl = self.removed | {c}, mean
+            if self.rule == "bins":
+                self.bin_kls = kl
         self.steps.append(step)
         return step
 
-    def decide_all(self, states: list[frozenset[Component]], kls: list[float]) -> list[Step]:
+    def decide_all(self, states: list[frozenset[Component]], kls: list) -> list[Step]:
         """Decide in order the candidates that `states` (from `states()`) added, given their KLs, up to and
         including the first one kept."""
         self.asked.extend(states)
@@ -177,6 +235,8 @@ class Search:
 
     def step(self) -> list[Step]:
         states = self.states()
+        if self.rule == "bins":
+            return self.decide_all(states, self._binned(states))
         many = getattr(self.scorer, "many", None)
         return self.decide_all(states, many(states) if many else [self.scorer(s) for s in states])
 
@@ -198,14 +258,14 @@ class Search:
 class HookScorer(BatchedScorer):
     """The plain reference: one full forward of the HF model with ablation hooks per batch and call."""
 
-    def __init__(self, model: nn.Module, ids: torch.Tensor, means: Means, batch_size: int | None = None,
-                 cache_bytes: float = math.inf):
+    def __init__(self, model: nn.Module, ids: torch.Tensor | list[torch.Tensor], means: Means,
+                 batch_size: int | None = None, cache_bytes: float = math.inf, bins: list[int] | None = None):
         self.model, self.means = model, means
-        super().__init__(ids, batch_size, cache_bytes)
+        super().__init__(ids, batch_size, cache_bytes, bins)
 
     def build(self, ids: torch.Tensor) -> torch.Tensor:
         return hooked_logits(self.model, ids, (), self.means)  # (B, V): the full model
 
-    def batch_kl(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> float:
+    def batch_rows(self, removed: frozenset[Component], i: int, ids: torch.Tensor) -> torch.Tensor:
         self.count(i)
-        return kl_sum(self.cache.get(i, ids), hooked_logits(self.model, ids, removed, self.means))
+        return kl_rows(self.cache.get(i, ids), hooked_logits(self.model, ids, removed, self.means))

@@ -616,3 +616,19 @@ def test_a_search_on_every_length_holds_each_length_and_one_circuit(model_dirs, 
     assert main(extract_argv(model_dirs["llama"], tmp_path / "mean", alpha=MAIN_ALPHA, ablation="mean",
                              extra=("--search-every-length",))) == 2
     assert "--search-every-length needs a position-free --ablation" in capsys.readouterr().err
+
+
+def test_the_per_template_rule_gives_one_circuit_from_each_engine_and_batch(model_dirs, tmp_path):
+    """--search-rule template (with --search-every-length too): both engines and a small batch give the same
+    circuit and KLs; each step logs the template that rose most."""
+    runs = {}
+    for name, engine, batch in (("fast", "fast", "64"), ("ref", "reference", "64"), ("small", "fast", "3")):
+        runs[name] = tmp_path / name
+        run_ok(extract_argv(model_dirs["llama"], runs[name], alpha=MAIN_ALPHA, ablation="mean-pooled", engine=engine,
+                            extra=("--search-rule", "template", "--search-every-length", "--batch-size", batch,
+                                   "--fit-steps", "0")))
+    circuit = (runs["fast"] / "circuit.json").read_bytes()
+    assert all((runs[n] / "circuit.json").read_bytes() == circuit for n in ("ref", "small"))
+    fast, ref = jsonl(runs["fast"] / "steps.jsonl"), jsonl(runs["ref"] / "steps.jsonl")
+    assert [s["delta"] for s in fast] == pytest.approx([s["delta"] for s in ref], rel=1e-4, abs=1e-6)
+    assert all(s["worst_template"] for s in fast)

@@ -3,7 +3,7 @@ import pytest
 
 from models.ablation import collect_means
 from models.fast import FastScorer
-from models.search import HookScorer, Search, kl_last
+from models.search import BatchedScorer, HookScorer, Search, kl_last
 from models.types import SCHEMES, BenchError, Component, candidate_order
 from tests.test_surgery import MODELS, random_removed
 from tests.tiny import tiny_ids
@@ -160,3 +160,37 @@ def test_pooled_means_over_lengths_are_the_mean_over_every_position():
     assert torch.allclose(both.mlp, (18 * ma.mlp + 18 * mb.mlp) / 36, atol=1e-6)  # 3 × 6 and 2 × 9 positions
     with pytest.raises(BenchError, match="one length"):
         collect_means(model, [a, b], "mean")
+
+
+class HandScorer(BatchedScorer):
+    """Per-prompt KLs by hand: a removed component costs cost[c][bin] on each prompt of that bin."""
+
+    def __init__(self, cost: dict, bins: list[int], batch_size: int | None = None):
+        self.cost = cost
+        super().__init__(torch.zeros(len(bins), 1, dtype=torch.long), batch_size, bins=bins)
+
+    def build(self, ids):
+        return None
+
+    def batch_rows(self, removed, i, ids):
+        return torch.tensor([sum(self.cost[c][b] for c in removed) for b in self.bins[i].tolist()],
+                            dtype=torch.float64)
+
+
+def test_the_per_template_rule_by_hand():
+    """Two templates, two prompts each. L1.H0 costs template 0 little and template 1 much: the mean rule removes
+    it (mean rise 0.03 < 0.04), the per-template rule keeps it (template 1 rises 0.05). L1.H1 is cheap for both."""
+    cost = {Component(1, 0): (0.01, 0.05), Component(1, 1): (0.01, 0.02), Component(0, 0): (0.0, 0.0),
+            Component(0, 1): (0.3, 0.0)}
+    order = candidate_order(2, 2, False)
+    for batch in (None, 1, 3):
+        mean = Search(HandScorer(cost, [0, 1, 0, 1], batch), order, alpha=0.04)
+        per = Search(HandScorer(cost, [0, 1, 0, 1], batch), order, alpha=0.04, rule="bins")
+        assert mean.run() == {Component(1, 0), Component(1, 1), Component(0, 0)}
+        assert per.run() == {Component(1, 1), Component(0, 0)}
+        kept = per.steps[0]  # L1.H0 under the per-template rule
+        assert (kept.removed, kept.worst_bin) == (False, 1) and kept.delta == pytest.approx(0.05)
+        assert kept.kl == pytest.approx(0.03)  # the step's kl stays the mean over every prompt
+        assert per.steps[3].worst_bin == 0 and not per.steps[3].removed  # L0.H1: template 0 rises 0.3
+    with pytest.raises(ValueError, match="unknown rule"):
+        Search(HandScorer(cost, [0, 1]), order, alpha=0.04, rule="max")

@@ -53,13 +53,16 @@ class ExtractionModule(L.LightningModule):
         self._kls, self._n = [0.0] * len(self._states), 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        ids = batch["input_ids"]  # (B, T)
-        kls = self.search.scorer.batch_kls(self._states, batch_idx, ids)
+        ids, scorer = batch["input_ids"], self.search.scorer  # (B, T)
+        sums = scorer.bin_sums if self.search.rule == "bins" else scorer.batch_kls  # per bin, or in all
+        kls = sums(self._states, batch_idx, ids)
         self._kls = [a + k for a, k in zip(self._kls, kls)]
         self._n += ids.shape[0]
 
     def on_train_epoch_end(self) -> None:
-        for step in self.search.decide_all(self._states, [kl / self._n for kl in self._kls]):
+        counts = self.search.scorer.counts.clamp(min=1)
+        kls = [kl / (counts if self.search.rule == "bins" else self._n) for kl in self._kls]
+        for step in self.search.decide_all(self._states, kls):
             self.params = self.remaining_params()
             if self.logger is not None:
                 self.logger.log_metrics(self.metrics(step), step=step.index)

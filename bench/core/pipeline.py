@@ -33,6 +33,7 @@ from tasks.base import Task, Tokenizer
 from tasks.data import Split, TaskDataModule
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
+SEARCH_RULES = ("mean", "template")
 FIT_STEPS = 300
 FIT_JITTER = 3
 FIT_POOL = 64
@@ -75,6 +76,9 @@ class SearchOptions:
         fit_jitter: put 0 to this many neutral filler sentences before each fitting step's prompts, so that
             position-free constants do not learn the training templates' one length (ignored by the per-position
             mean, whose constants cover that length only); 0: none.
+        search_rule: mean (a candidate stays removed if the mean KL over the validation prompts rises by less than
+            alpha: the paper's) or template (only if the mean KL of every training template's validation prompts
+            rises by less than alpha, so that no phrasing pays for a removal the others do not notice).
         search_every_length: draw the patching and validation prompts from the training templates of every token
             length, so that the search scores each phrasing, not only those of the test prompts' one length
             (position-free schemes; the per-position mean takes one length and refuses it).
@@ -103,6 +107,7 @@ class SearchOptions:
     fit_jitter: int = FIT_JITTER
     fit_every_length: bool = False
     search_every_length: bool = False
+    search_rule: str = "mean"
     fit_pool: int = FIT_POOL
     fit_check_every: int = FIT_CHECK_EVERY
 
@@ -113,6 +118,8 @@ class SearchOptions:
         for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate", "fit_batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.search_rule not in SEARCH_RULES:
+            raise BenchError(f"unknown --search-rule {self.search_rule!r}; use one of: {', '.join(SEARCH_RULES)}")
         if self.search_every_length and SCHEMES[self.ablation].positional:
             raise BenchError(f"--search-every-length needs a position-free --ablation: per-position means "
                              f"({self.ablation}) take the one length they were taken at")
@@ -200,12 +207,22 @@ def search_circuit(args: ExtractArgs, model, dm: TaskDataModule, means: Means,
     candidate. Returns the search and its wall time."""
     device = next(model.parameters()).device
     val = [g.input_ids for g in dm.val.groups()]  # one group per length, batched as the val loader batches
-    scorer = ENGINES[args.engine](model, val, means, args.batch_size, args.cache_gb * GB)
+    bins = template_bins(dm.task, dm.val)[0] if args.search_rule == "template" else None
+    scorer = ENGINES[args.engine](model, val, means, args.batch_size, args.cache_gb * GB, bins)
     s = pruned_config(model, (), means)
-    search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha, args.speculate)
+    search = Search(scorer, candidate_order(s.n_layers, s.n_heads, args.include_mlps), args.alpha, args.speculate,
+                    "bins" if bins is not None else "mean")
     start, trainer = time.perf_counter(), trainer_for(device, logger, len(search.order))
     fit_or_interrupt(trainer, ExtractionModule(search, s), dm.val_dataloader())
     return search, time.perf_counter() - start
+
+
+def template_bins(task: Task, split: Split) -> tuple[list[int], list[str]]:
+    """Each prompt's template as an index (in `split.ordered`), and the templates those index (sorted by name)."""
+    names = [task.template_of(e.prompt) or "?" for e in split.ordered]
+    templates = sorted(set(names))
+    index = {n: i for i, n in enumerate(templates)}
+    return [index[n] for n in names], templates
 
 
 def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:

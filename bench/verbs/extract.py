@@ -9,7 +9,7 @@ from rich.table import Table
 
 from bench.core.fitting import fit_means
 from bench.core.pipeline import (ExtractArgs, build_cost, evaluate_models, log_final, prepare, search_circuit,
-                                 searched_accuracy, tb_logger, templates)
+                                 searched_accuracy, tb_logger, template_bins, templates)
 from bench.core.rundir import MODELS, SPLITS, RunDir, check_out, publishing
 from models.ablation import Means
 from models.io import CONSTANTS, save_means, save_pruned
@@ -61,8 +61,10 @@ def write_run(run: Path, args: dict, circuit: Circuit, pruned, metrics: dict, dm
     rd.write_metrics(metrics)
     rd.write_config("extract", args, templates=templates(dm))
     dm.save(rd / SPLITS)
+    names = template_bins(dm.task, dm.val)[1]  # what the bins of a per-template rule stand for
     rd.write_steps([{"index": st.index, "component": str(st.component), "kl": st.kl, "delta": st.delta,
-                     "removed": st.removed} for st in search.steps])
+                     "removed": st.removed, **({} if st.worst_bin is None else {"worst_template": names[st.worst_bin]})}
+                    for st in search.steps])
     save_pruned(pruned, rd / MODELS[0], circuit=circuit.to_dict())
 
 

@@ -152,9 +152,9 @@ class Attention(nn.Module):
         self.k = nn.Linear(d, self.nkv * self.hd, bias=cfg.qkv_bias)
         self.v = nn.Linear(d, self.nkv * self.hd, bias=cfg.qkv_bias)
         self.o = nn.Linear(self.nq * self.hd, d, bias=cfg.o_bias)
-        kv_index = [kv.index(h // group) for h in heads]
-        self.register_buffer("kv_index", torch.tensor(kv_index, dtype=torch.long), persistent=False)
-        self.gather = kv_index != list(range(self.nq))
+        self.kv_list = [kv.index(h // group) for h in heads]  # each kept query head's K/V head, among those kept
+        self.register_buffer("kv_index", torch.tensor(self.kv_list, dtype=torch.long), persistent=False)
+        self.gather = self.kv_list != list(range(self.nq))
         self.q_norm = _norm(cfg, self.hd) if cfg.qk_norm else None
         self.k_norm = _norm(cfg, self.hd) if cfg.qk_norm else None
         self.theta, self.scale = cfg.theta(layer), cfg.attn_scale

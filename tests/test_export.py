@@ -66,3 +66,68 @@ def test_a_file_that_disagrees_is_not_kept(runs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "model.pt2"
     assert main(["export", "--run", str(runs["llama"]), "--format", "torch-export", "--out", str(out)]) == 2
     assert "differ from ours" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+# ---- --format hf: a Hugging Face directory that loads without circuit-bench ------------------------------------
+
+LOAD = """
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+ref = torch.load(sys.argv[2])
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+with torch.inference_mode():
+    diff = float((m(ref["ids"]).logits - ref["logits"]).abs().max())
+    gen = m.generate(ref["ids"][:1], attention_mask=torch.ones_like(ref["ids"][:1]), max_new_tokens=5,
+                     min_new_tokens=5, do_sample=False)[:, ref["ids"].shape[1]:]
+ours = sorted(k for k in sys.modules if k.split(".")[0] in ("bench", "models", "tasks", "tests"))
+print(json.dumps({"diff": diff, "generated": gen.tolist(), "ours": ours}))
+"""
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama-gqa", "qwen2", "mistral", "neox", "neox-sequential", "gemma3"])
+def test_hf_directory_loads_alone_and_gives_our_logits(arch, tmp_path, smollm2_tokenizer):
+    import subprocess
+    import sys
+
+    from models.ablation import collect_means
+    from models.generate import greedy
+    from models.hf_export import write_hf
+    from models.surgery import prune
+    from tests.test_surgery import MODELS, random_removed
+    from tests.tiny import tiny_ids
+
+    model = MODELS[arch](1)
+    pruned = prune(model, random_removed(model, 1), collect_means(model, tiny_ids(8, 10, seed=3), "mean-pooled"))
+    out = tmp_path / "hf"
+    out.mkdir()
+    write_hf(pruned, smollm2_tokenizer, out, "# a tiny model\n")
+    ids = tiny_ids(3, 9, seed=5)
+    with torch.inference_mode():
+        torch.save({"ids": ids, "logits": pruned(ids)}, tmp_path / "ref.pt")
+        ours = greedy(lambda x: pruned(x, last_only=True), ids[:1], 5)
+    r = subprocess.run([sys.executable, "-c", LOAD, str(out), str(tmp_path / "ref.pt")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["ours"] == []  # torch and transformers only
+    assert got["diff"] <= 1e-4 and got["generated"] == ours.tolist()
+
+
+def test_hf_export_of_a_run_and_a_refused_per_position_one(runs, tmp_path, capsys):
+    out = tmp_path / "hf"
+    run_ok(["export", "--run", str(runs["gpt2"]), "--format", "hf", "--out", str(out)])
+    info = json.loads((tmp_path / "hf.json").read_text())
+    assert info["format"] == "hf" and info["max_abs_difference"] <= 1e-4
+    assert {"config.json", "model.safetensors", "modeling_circuit.py", "configuration_circuit.py",
+            "generation_config.json", "README.md"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"] == \
+        "modeling_circuit.CircuitForCausalLM"
+    assert "bench extract --task ioi" in (out / "README.md").read_text()
+    from bench.cli import main
+
+    capsys.readouterr()
+    assert main(["export", "--run", str(runs["gpt2"]), "--format", "hf", "--out", str(out)]) == 2  # exists
+    assert main(["export", "--run", str(runs["llama"]), "--format", "hf", "--out", str(tmp_path / "mean")]) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass --overwrite" in err and "per-position (--ablation mean) model" in err
+    assert not (tmp_path / "mean").exists() and not list(tmp_path.glob(".mean*"))

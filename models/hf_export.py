@@ -45,10 +45,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
 
 from .configuration_circuit import CircuitConfig  # noqa: E402
 
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"  # renamed in 5
+
 
 class CircuitForCausalLM(PreTrainedModel, GenerationMixin):
-    """The pruned model for `generate()` and pipelines: logits at every position; no KV cache, so each new token
-    runs the whole sequence again."""
+    """The pruned model for `generate()` and pipelines: logits at every position, and a KV cache (`KVCache`) so
+    that each new token costs one position."""
 
     config_class = CircuitConfig
     base_model_prefix = "model"
@@ -59,20 +61,38 @@ class CircuitForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = PrunedModel(PrunedConfig.from_dict(config.pruned))
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate() takes the model's own cache from its outputs
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None, use_cache=None,
+                cache=None, **kwargs):
+        past_key_values = cache if cache is not None else past_key_values  # the name changed in transformers 5
         if not getattr(self, "_indexed", False):  # a buffer not in the checkpoint: rebuilt once, where the model is
             for m in self.model.modules():
                 if hasattr(m, "kv_list"):
                     m.kv_index = torch.tensor(m.kv_list, dtype=torch.long, device=m.q.weight.device)
             self._indexed = True
-        logits = self.model(input_ids)  # (B, T, V)
+        cache = past_key_values if isinstance(past_key_values, KVCache) else None  # anything else: a fresh start
+        if use_cache or cache is not None:
+            logits, cache = self.model.cached(input_ids, cache)  # (B, T, V): the positions after the cache's
+        else:
+            logits = self.model(input_ids)  # (B, T, V)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten())
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        out = CausalLMOutputWithPast(loss=loss, logits=logits)
+        out[CACHE_FIELD] = cache if use_cache or past_key_values is not None else None
+        return out
 
-    def prepare_inputs_for_generation(self, input_ids, **kwargs):
-        return {"input_ids": input_ids}
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, use_cache=None, cache=None, **kwargs):
+        past = cache if cache is not None else past_key_values
+        if isinstance(past, KVCache):  # only what the cache has not seen
+            input_ids = input_ids[:, past.length:]
+        else:
+            past = None
+        use_cache = self.generation_config.use_cache if use_cache is None else use_cache
+        return {"input_ids": input_ids, CACHE_FIELD: past, "use_cache": use_cache}
 
     def _init_weights(self, module):
         pass  # every weight comes from model.safetensors
@@ -104,7 +124,7 @@ def hf_config(model: PrunedModel, tokenizer) -> dict:
                          "AutoModelForCausalLM": "modeling_circuit.CircuitForCausalLM"},
             "vocab_size": model.cfg.vocab_size, "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
-            "tie_word_embeddings": False, "torch_dtype": "float32", "use_cache": False}
+            "tie_word_embeddings": False, "torch_dtype": "float32", "use_cache": True}
 
 
 def write_hf(model: PrunedModel, tokenizer, out: Path, card: str) -> None:
@@ -119,7 +139,7 @@ def write_hf(model: PrunedModel, tokenizer, out: Path, card: str) -> None:
     (out / CONFIGURATION).write_text(CONFIGURATION_SOURCE)
     (out / MODELING).write_text(modeling_source())
     generation = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                  "pad_token_id": tokenizer.pad_token_id, "do_sample": False, "use_cache": False}
+                  "pad_token_id": tokenizer.pad_token_id, "do_sample": False, "use_cache": True}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(str(out))
     (out / "README.md").write_text(card)

@@ -185,6 +185,18 @@ class Attention(nn.Module):
             k, v = k.index_select(1, self.kv_index), v.index_select(1, self.kv_index)  # (B, nq, T, hd)
         return q, k, v
 
+    def cached(self, x: torch.Tensor, rope: dict | None, past: tuple | None) -> tuple[torch.Tensor, tuple]:
+        """Attention of x (B, T, d), the positions after `past`'s (keys, values), (B, nq, P, hd) each, or None:
+        x's queries read the past and each other causally. -> (B, T, d) and the keys and values of all P + T."""
+        p = 0 if past is None else past[0].shape[2]
+        q, k, v = self.qkv(x, rope, offset=p)  # (B, nq, T, hd) each
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, nq, P + T, hd)
+        t = x.shape[1]
+        mask = torch.ones(t, p + t, dtype=torch.bool, device=x.device).tril(p)  # query i reads keys ..p+i
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # (B, nq, T, hd)
+        return self.o(z.transpose(1, 2).flatten(2)), (k, v)
+
     def shared(self, xp: torch.Tensor, x: torch.Tensor, rope: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention over a prefix xp (1, P, d) that every one of x's rows (B, S, d) continues: the prefix runs
         once, and x's queries read its keys and values, broadcast. -> the prefix's (1, P, d) and x's (B, S, d)."""
@@ -241,6 +253,17 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
         return self.mlp_part(self.attn_part(x, rope), source=x if self.parallel else None)
+
+    def cached(self, x: torch.Tensor, rope, past: tuple | None, offset: int) -> tuple[torch.Tensor, tuple | None]:
+        """The block on x (B, T, d) at positions offset.., after the cached keys and values `past` (see
+        `Attention.cached`); -> (B, T, d) and this block's cache (None without attention)."""
+        if self.attn is None:
+            return self.mlp_part(self.attn_part(x, rope, offset), offset, x if self.parallel else None), None
+        a, kv = self.attn.cached(self.ln1(x), rope, past)
+        if self.attn_bias is not None:
+            a = a + _rows(self.attn_bias, offset, x.shape[1])
+        y = x + (a if self.post1 is None else self.post1(a))
+        return self.mlp_part(y, offset, x if self.parallel else None), kv
 
     def shared(self, xp: torch.Tensor, x: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
         """The block on a prefix xp (1, P, d) that every row of x (B, S, d) continues (see `Attention.shared`)."""
@@ -327,6 +350,20 @@ class PrunedModel(nn.Module):
             xp, x = block.shared(xp, x, rope)
         return self.unembed(run_to_last(self.blocks[last + 1:], x[:, -k:], rope, t))  # no attention: k positions
 
+    def cached(self, ids: torch.Tensor, cache: "KVCache | None" = None) -> tuple[torch.Tensor, "KVCache"]:
+        """Logits (B, T, V) of ids (B, T) that continue the positions `cache` holds (None: a fresh start), and the
+        cache with them, so each new token costs one position."""
+        offset = 0 if cache is None else cache.length
+        t = offset + ids.shape[1]
+        self.cfg.check_length(t)
+        x, _ = self.embed(ids, offset)  # (B, T, d)
+        rope = rope_tables(self.cfg, t, x.device, x.dtype)
+        layers = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.cached(x, rope, None if cache is None else cache.layers[i], offset)
+            layers.append(kv)
+        return self.unembed(x), KVCache(t, layers)
+
     def embed(self, ids: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, dict | None]:
         """(B, T) at positions offset.. -> the residual stream (B, T, d) and the RoPE tables for T positions, per
         base (None: learned positions)."""
@@ -340,6 +377,18 @@ class PrunedModel(nn.Module):
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., V)
         return self.lm_head(self.ln_f(x))
+
+
+@dataclass
+class KVCache:
+    """What `PrunedModel.cached` keeps between calls: how many positions it holds, and each block's keys and
+    values (B, nq, length, hd) (None for a block without attention)."""
+
+    length: int
+    layers: list
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # what Hugging Face's generate() asks a cache
+        return self.length
 
 
 def last_attention(blocks) -> int:

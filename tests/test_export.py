@@ -77,10 +77,11 @@ ref = torch.load(sys.argv[2])
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 with torch.inference_mode():
     diff = float((m(ref["ids"]).logits - ref["logits"]).abs().max())
-    gen = m.generate(ref["ids"][:1], attention_mask=torch.ones_like(ref["ids"][:1]), max_new_tokens=5,
-                     min_new_tokens=5, do_sample=False)[:, ref["ids"].shape[1]:]
+    one = ref["ids"][:1]
+    gen = [m.generate(one, attention_mask=torch.ones_like(one), max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                      use_cache=cache)[:, one.shape[1]:].tolist() for cache in (True, False)]
 ours = sorted(k for k in sys.modules if k.split(".")[0] in ("bench", "models", "tasks", "tests"))
-print(json.dumps({"diff": diff, "generated": gen.tolist(), "ours": ours}))
+print(json.dumps({"diff": diff, "generated": gen, "ours": ours}))
 """
 
 
@@ -110,7 +111,7 @@ def test_hf_directory_loads_alone_and_gives_our_logits(arch, tmp_path, smollm2_t
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["ours"] == []  # torch and transformers only
-    assert got["diff"] <= 1e-4 and got["generated"] == ours.tolist()
+    assert got["diff"] <= 1e-4 and got["generated"] == [ours.tolist()] * 2  # with the KV cache and without
 
 
 def test_hf_export_of_a_run_and_a_refused_per_position_one(runs, tmp_path, capsys):
@@ -131,3 +132,25 @@ def test_hf_export_of_a_run_and_a_refused_per_position_one(runs, tmp_path, capsy
     err = capsys.readouterr().err
     assert "exists; pass --overwrite" in err and "per-position (--ablation mean) model" in err
     assert not (tmp_path / "mean").exists() and not list(tmp_path.glob(".mean*"))
+
+
+def test_hf_generation_costs_one_position_per_new_token(tmp_path, smollm2_tokenizer):
+    """With the KV cache, generate() runs the prompt once, then one position per new token; the pruned model's
+    cached forward equals its plain one on every family (tests/test_surgery.py)."""
+    from transformers import AutoModelForCausalLM
+
+    from models.ablation import collect_means
+    from models.hf_export import write_hf
+    from models.surgery import prune
+    from tests.test_surgery import MODELS, random_removed
+    from tests.tiny import tiny_ids
+
+    model = MODELS["llama-gqa"](1)
+    pruned = prune(model, random_removed(model, 1), collect_means(model, tiny_ids(8, 10, seed=3), "mean-pooled"))
+    write_hf(pruned, smollm2_tokenizer, tmp_path, "#\n")
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), trust_remote_code=True)
+    seen, cached = [], hf.model.cached
+    hf.model.cached = lambda ids, cache=None: (seen.append(ids.shape[1]), cached(ids, cache))[1]
+    ids = tiny_ids(1, 9, seed=5)
+    hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert seen == [9, 1, 1, 1]

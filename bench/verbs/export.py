@@ -245,7 +245,7 @@ def model_card(run: RunDir, manifest: dict, task: str, name: str, args: ExportAr
               "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f'model = AutoModelForCausalLM.from_pretrained("{args.out_path.name}", trust_remote_code=True)',
               f'tokenizer = AutoTokenizer.from_pretrained("{args.out_path.name}")', "```", "",
-              "It has no KV cache: each generated token runs the whole sequence again.", ""]
+              "It keeps a KV cache: each generated token costs one position.", ""]
     return "\n".join(lines)
 
 

@@ -28,7 +28,8 @@ RUNS = {"e-mlps-s0": MLPS, "e-heads-s0": HEADS, "d-random-s0": KD, "d-circuit-s0
 COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
            "worst template Δ pts, test / held-out", "probability difference, test / held-out (gain)", "KL to full",
            "held-out KL",
-           "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "build MACs", "build cost s",
+           "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "generate 16 tokens b=1 ms (KV cache)",
+           "build MACs", "build cost s",
            "warm-up s (compile)"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -219,7 +220,8 @@ def test_latency_fields_and_table_cells(result):
         assert cells[4].startswith(f"{100 * float(r['heldout_accuracy']):.1f}%")
         assert cells[6].startswith(f"{float(r['score']):.3f} / {float(r['heldout_score']):.3f} (gain ")
         assert cells[9].startswith(f"{float(r['latency_median_ms']):.2f} (")
-        assert cells[11] == ("—" if r["method"] in (FULL, HF) else f"{float(r['build_macs']):.3g}")
+        assert cells[11] == f"{float(r['generate_median_ms']):.1f}"  # every model here is position-free
+        assert cells[12] == ("—" if r["method"] in (FULL, HF) else f"{float(r['build_macs']):.3g}")
         if r["method"] not in (FULL, HF):  # the worst template against the full model's accuracy on it
             w, hw = float(r["worst_delta_pts"]), float(r["heldout_worst_delta_pts"])
             assert cells[5].startswith(f"{w:+.1f} / {hw:+.1f} (")
@@ -252,7 +254,8 @@ def test_print_compare(result):
     console = Console(record=True, width=250)
     print_compare(result, console)
     text = console.export_text()
-    assert all(label in text for label in (FULL, HF, MLPS, HEADS, KD, CKD, "b=8 ms (p95)", str(result.out)))
+    missing = [label for label in (FULL, HF, MLPS, HEADS, KD, CKD, "b=8 ms (p95)", str(result.out)) if label not in text]
+    assert not missing, (missing, text)
 
 
 # ---- the latency measurer ------------------------------------------------------------------------------

@@ -251,3 +251,7 @@ def test_the_kv_cache_gives_the_plain_forward(arch):
     c, cache = pruned.cached(ids[:, 8:], cache)
     assert cache.length == 12
     assert torch.allclose(torch.cat([a, b, c], dim=1), pruned(ids), atol=1e-5, rtol=0)
+    from models.generate import cached_greedy, greedy
+
+    with torch.inference_mode():
+        assert torch.equal(cached_greedy(pruned, ids, 6), greedy(lambda x: pruned(x, last_only=True), ids, 6))

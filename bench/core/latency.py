@@ -62,13 +62,15 @@ def _time_once(fn: Callable[[], object], device: torch.device) -> float:
 
 
 @torch.inference_mode()
-def measure(model: torch.nn.Module, ids: torch.Tensor, runs: int = 20, warmup: int = 3) -> Latency:
-    """Latency of `model(ids, last_only=True)`: median and p95 over `runs` timed calls after `warmup`."""
+def measure(model: torch.nn.Module, ids: torch.Tensor, runs: int = 20, warmup: int = 3,
+            call: Callable | None = None) -> Latency:
+    """Latency of `model(ids, last_only=True)`, or of `call(model, ids)`: median and p95 over `runs` timed calls
+    after `warmup`."""
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
     p = next(model.parameters())
     ids = ids.to(p.device)
-    fn = lambda: model(ids, last_only=True)  # noqa: E731
+    fn = (lambda: model(ids, last_only=True)) if call is None else (lambda: call(model, ids))  # noqa: E731
     start = time.perf_counter()
     for _ in range(warmup):
         fn()

@@ -45,6 +45,7 @@ class Measurement:
     heldout_kl_to_full: float = math.nan
     full_heldout_accuracy: float = math.nan
     build_macs: int | None = None  # the run's build, in MACs (bench/core/budget.py)
+    generate: Latency | None = None  # generating 16 tokens at b=1 with the KV cache (None: per-position model)
     score: float = math.nan  # the task's own score (Task.score), where it has one, and its gain (metrics.scores)
     score_gain: float = math.nan
     heldout_score: float = math.nan
@@ -145,6 +146,7 @@ METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "train_s": lambda m: m.train_s,
     "build_s": lambda m: m.build_s,
     "build_macs": lambda m: m.build_macs,
+    "generate_median_ms": lambda m: m.generate.median_ms if m.generate else None,
     "worst_delta_pts": lambda m: (m.worst() or {}).get("delta_pts"),
     "heldout_worst_delta_pts": lambda m: (m.worst(True) or {}).get("delta_pts"),
     "score": lambda m: _finite(m.score),

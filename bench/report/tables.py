@@ -29,7 +29,8 @@ def small(x: float) -> str:
 
 HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
           "worst template Δ pts, test / held-out", "{score}",
-          "KL to full", "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)", "build MACs",
+          "KL to full", "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)",
+          "generate 16 tokens b=1 ms (KV cache)", "build MACs",
           "build cost s", "warm-up s (compile)")
 SCORE = 6  # the column of the task's own score, left out for a task without one
 
@@ -39,9 +40,9 @@ def scored(table: list[Row]) -> bool:
     return any(r["score"] is not None for r in table)
 
 
-def cells(row: Row, with_score: bool = False) -> list[str]:
+def cells(row: Row, with_score: bool = False, short: bool = False) -> list[str]:
     """The table cells of one row (markdown and the terminal table share them); `with_score`: the task's own
-    score and its gain over another prompt's target, test / held-out."""
+    score and its gain over another prompt's target, test / held-out; `short`: the terminal's narrower cells."""
     params = pm(row["non_embedding"], ",.0f") + (f" ({pm(row['params_delta_pct'], '+.1f', suffix='%')})"
                                                   if row.reduced else "")
     acc, held = (pm(row[k], ".1f", 100, "%") + (f" ({pm(row[k + '_delta_pts'], '+.1f')})" if row.method != FULL else "")
@@ -53,16 +54,19 @@ def cells(row: Row, with_score: bool = False) -> list[str]:
            for k in ("latency", "latency_b1")]
     score = (f"{pm(row['score'], '.3f')} / {pm(row['heldout_score'], '.3f')} (gain "
              f"{pm(row['score_gain'], '.3f')} / {pm(row['heldout_score_gain'], '.3f')})")
-    out = [row.label, str(row.n), params, acc, held, worst_cell(row), score, kl_text, held_kl, *lat,
-           pm(row["build_macs"], ".3g"), pm(row["build_s"], ".3g"), pm(row["warmup_s"], ".3g")]
+    if short:
+        score = f"{pm(row['score'], '.2f')} ({pm(row['score_gain'], '.2f')})"
+    out = [row.label, str(row.n), params, acc, held, worst_cell(row, short), score, kl_text, held_kl, *lat,
+           pm(row["generate_median_ms"], ".1f"), pm(row["build_macs"], ".3g"), pm(row["build_s"], ".3g"),
+           pm(row["warmup_s"], ".3g")]
     return out if with_score else out[:SCORE] + out[SCORE + 1:]
 
 
 SHORT = ("method", "n", "params (Δ%)", "accuracy (Δ pts)", "held-out (Δ pts)", "worst template Δ", "{score}", "KL",
-         "held-out KL", "b={b} ms (p95)", "b=1 ms (p95)", "build MACs", "build s", "warm-up s")
+         "held-out KL", "b={b} ms (p95)", "b=1 ms (p95)", "gen 16 ms", "build MACs", "build s", "warm-up s")
 
 
-def worst_cell(row: Row) -> str:
+def worst_cell(row: Row, short: bool = False) -> str:
     """The worst template's accuracy against the full model's on it, test / held-out (mean ± std over runs), and
     which templates they are for a single run."""
     if not row.reduced:  # the full model's weakest template, for reference
@@ -70,13 +74,14 @@ def worst_cell(row: Row) -> str:
         return f"lowest {100 * min(lows):.0f}%" if lows else "—"
     cell = f"{pm(row['worst_delta_pts'], '+.1f')} / {pm(row['heldout_worst_delta_pts'], '+.1f')}"
     names = [w["template"] for w in (row.runs[0].worst(), row.runs[0].worst(True)) if w]
-    return cell + (f" ({' / '.join(names)})" if row.n == 1 and names else "")
+    return cell + (f" ({' / '.join(names)})" if row.n == 1 and names and not short else "")
 
 
 def header(task: TaskResult, short: bool = False, with_score: bool = False) -> list[str]:
     """The table's column names; `short` ones for a terminal; `with_score`: the task's own score's column."""
     name = get_task(task.task).score_name
-    out = [h.format(b=batches(task), score=f"{name}, test / held-out (gain)") for h in (SHORT if short else HEADER)]
+    score = "score (gain)" if short else f"{name}, test / held-out (gain)"
+    out = [h.format(b=batches(task), score=score) for h in (SHORT if short else HEADER)]
     return out if with_score else out[:SCORE] + out[SCORE + 1:]
 
 

@@ -21,14 +21,14 @@ from bench.core import progress
 from bench.core.budget import PAPER_STEPS
 from bench.report import tables as report
 from bench.core.metrics import by_template, correct_each, kl_to, scores
-from bench.core.latency import measure
+from bench.core.latency import Latency, measure
 from bench.report.results import CKD, FULL, HEADS, HF, KD, MLPS, CompareResult, Measurement, TaskResult
 from bench.core.rundir import RunDir, check_out, publishing
 from models import loading
 from models.ablation import no_means
 from models.io import load_pruned
 from models.pruned import PrunedModel, count_params
-from models.generate import LogitsFn
+from models.generate import LogitsFn, cached_greedy, hf_greedy
 from models.surgery import prune
 from models.types import BenchError
 from tasks import get_task
@@ -37,7 +37,7 @@ from tasks.data import Split
 REPORTS = ("md",)
 MIN_LATENCY_RUNS = 20
 COMPILE_MODES = ("none", "default", "reduce-overhead")
-WIDE = 200  # columns of the terminal table when the output is not a terminal
+WIDE = 260  # columns of the terminal table when the output is not a terminal
 
 
 @dataclass
@@ -331,10 +331,11 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None,
     """Latency at b = min(--batch-size, test prompts) and at b=1 on the test split (first: its warm-up holds the
     compilation under --compile), then accuracy and KL to the full model `ref` (0 for the full model itself) on both
     test splits, in batches of --batch-size."""
-    model = deployed(model, b.args.compile if compile_it else "none")
+    eager, model = model, deployed(model, b.args.compile if compile_it else "none")
     fn = lambda ids: model(ids.to(b.device), last_only=True)  # noqa: E731
     ids, runs, warmup, bs = splits.test.input_ids, b.args.latency_runs, b.args.warmup, b.args.batch_size
-    out = {"latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup)}
+    out = {"latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup),
+           "generate": generation(eager, ids[:1], runs, warmup)}
     for prefix, split in (("", splits.test), ("heldout_", splits.heldout)):
         out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
         ok = correct_each(get_task(task), b.tokenizer, fn, split, bs)
@@ -342,6 +343,19 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None,
         out[f"{prefix}by_template"] = by_template(get_task(task), split, ok)
         out.update({f"{prefix}{k}": v for k, v in (scores(get_task(task), b.tokenizer, fn, split, bs) or {}).items()})
     return out
+
+
+GENERATE = 16  # new tokens of the generation latency
+
+
+def generation(model: nn.Module, ids: torch.Tensor, runs: int, warmup: int) -> Latency | None:
+    """Latency of generating GENERATE greedy tokens at b=1, eager, with the KV cache: ours (`cached_greedy`) or the
+    Hugging Face model's own generate(); None for a per-position model, which takes no longer input."""
+    if isinstance(model, HFLast):
+        return measure(model, ids, runs, warmup, call=lambda m, x: hf_greedy(m.model, x, GENERATE))
+    if model.cfg.positional:
+        return None
+    return measure(model, ids, runs, warmup, call=lambda m, x: cached_greedy(m, x, GENERATE))
 
 
 def deployed(model: nn.Module, mode: str) -> nn.Module:
@@ -461,7 +475,7 @@ def print_compare(result: CompareResult, console: Console) -> None:
     """One rich table per task, then where the report is. Logs and pipes (not a terminal) get wide lines, not
     wrapped cells."""
     if not console.is_terminal and console.width < WIDE:
-        console = Console(file=console.file, width=WIDE)
+        console.width = WIDE
     for task in result.tasks:
         table = Table(title=f"{task.task} on {result.model}  ({result.env['device']}, {result.env['dtype']})")
         rows = report.rows(task)
@@ -469,7 +483,7 @@ def print_compare(result: CompareResult, console: Console) -> None:
         for i, col in enumerate(report.header(task, short=True, with_score=s)):
             table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
         for row in rows:
-            table.add_row(*map(Text, report.cells(row, s)))
+            table.add_row(*map(Text, report.cells(row, s, short=True)))
         console.print(table)
         if not task.shared:
             console.print(f"note: the {task.task} runs do not share one test set; each is scored on its own split")

@@ -154,3 +154,12 @@ def test_hf_generation_costs_one_position_per_new_token(tmp_path, smollm2_tokeni
     ids = tiny_ids(1, 9, seed=5)
     hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert seen == [9, 1, 1, 1]
+
+
+def test_hf_export_of_a_distilled_student(runs, tmp_path):
+    student = tmp_path / "student"
+    run_ok(["distill", "--task", "ioi", "--match", str(runs["gpt2"]), "--steps", "2", "--batch-size", "4",
+            "--n-val", "4", "--out", str(student)])
+    run_ok(["export", "--run", str(student), "--format", "hf", "--out", str(tmp_path / "hf")])
+    assert json.loads((tmp_path / "hf.json").read_text())["max_abs_difference"] <= 1e-4
+    assert "a student distilled from" in (tmp_path / "hf" / "README.md").read_text()

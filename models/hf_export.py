@@ -59,6 +59,8 @@ class CircuitForCausalLM(PreTrainedModel, GenerationMixin):
     def __init__(self, config: CircuitConfig):
         super().__init__(config)
         self.model = PrunedModel(PrunedConfig.from_dict(config.pruned))
+        if self.model.cfg.tied:  # the checkpoint holds the embedding once
+            self._tied_weights_keys = {"model.lm_head.weight": "model.wte.weight"}
         self.post_init()
 
     @classmethod
@@ -72,6 +74,8 @@ class CircuitForCausalLM(PreTrainedModel, GenerationMixin):
             for m in self.model.modules():
                 if hasattr(m, "kv_list"):
                     m.kv_index = torch.tensor(m.kv_list, dtype=torch.long, device=m.q.weight.device)
+            if self.model.cfg.tied:  # not in the checkpoint: the unembedding is the embedding
+                self.model.lm_head.weight = self.model.wte.weight
             self._indexed = True
         cache = past_key_values if isinstance(past_key_values, KVCache) else None  # anything else: a fresh start
         if use_cache or cache is not None:
@@ -95,7 +99,7 @@ class CircuitForCausalLM(PreTrainedModel, GenerationMixin):
         return {"input_ids": input_ids, CACHE_FIELD: past, "use_cache": use_cache}
 
     def _init_weights(self, module):
-        pass  # every weight comes from model.safetensors
+        pass  # every weight comes from model.safetensors (a tied unembedding: the embedding)
 '''
 
 
@@ -124,7 +128,7 @@ def hf_config(model: PrunedModel, tokenizer) -> dict:
                          "AutoModelForCausalLM": "modeling_circuit.CircuitForCausalLM"},
             "vocab_size": model.cfg.vocab_size, "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
-            "tie_word_embeddings": False, "torch_dtype": "float32", "use_cache": True}
+            "tie_word_embeddings": model.cfg.tied, "torch_dtype": "float32", "use_cache": True}
 
 
 def write_hf(model: PrunedModel, tokenizer, out: Path, card: str) -> None:
@@ -133,7 +137,8 @@ def write_hf(model: PrunedModel, tokenizer, out: Path, card: str) -> None:
         raise BenchError("a per-position (--ablation mean) model takes only its own prompt length, so it cannot "
                          "generate; --format hf needs a position-free run (extract with --ablation mean-pooled)")
     state = {f"model.{k}": v.detach().to("cpu", torch.float32).clone().contiguous()
-             for k, v in model.state_dict().items()}  # tied weights saved twice: safetensors shares nothing
+             for k, v in model.state_dict().items()
+             if not (model.cfg.tied and k == "lm_head.weight")}  # a tied unembedding is the embedding: tied on load
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config(model, tokenizer), indent=2, sort_keys=True) + "\n")
     (out / CONFIGURATION).write_text(CONFIGURATION_SOURCE)

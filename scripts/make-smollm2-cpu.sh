@@ -4,15 +4,16 @@
 # in results/runs-smollm2-cpu/ (commit it): a build on a fresh checkout rebuilds those runs from their records
 # (python -m bench.tools.record restore, checked against the weights' hash) instead of extracting again, so the 9-14 h of
 # extractions can span machines. Distilled students have no records; they train in the build that reports.
-# Usage: bash scripts/make-smollm2-cpu.sh [STEPS] [SEEDS] [BATCH]
-#   STEPS   distillation budget, the CPU preset: 100 steps of BATCH (default 32) prompts, which took 425 s
-#           (circuit + KD) and 539 s (random init) for the size-matched IOI students of seed 0 on 2 CPU cores with
-#           the teacher in every step (results/kd-stream-ioi-smollm2-135m); acronyms' prompts are 3x longer.
-#           Below 20000 steps the students train on a teacher pool of a quarter of the prompts they see (four
-#           passes, teacher logits computed once): 2.07x faster at equal held-out KL (0.99x) on CPU
-#           (results/distill-teacher-cpu.md). The paper's 20000 steps are the GPU preset, teacher in every step:
-#           bash scripts/make-smollm2-cpu.sh 20000 "0 1 2" 64 on a GPU.
-#           Every report row says how many steps of how many prompts ran.
+# Usage: bash scripts/make-smollm2-cpu.sh [BUDGET] [SEEDS] [BATCH]
+#   BUDGET  the students' budget: matched (default) trains each student until it has spent its circuit's build
+#           MACs (bench distill --budget matched: the search, the means and the fit, counted from the shapes that
+#           ran), so circuit and student stand at equal compute; a number gives every student that many steps
+#           (the paper's 20000, teacher in every step, is the GPU preset: ... 20000 "0 1 2" 64 on a GPU).
+#           Students train on a teacher pool of POOL prompts (default 2000; 0: the teacher in every step), which
+#           on CPU is 2.07x faster at equal held-out KL (results/distill-teacher-cpu.md). Circuit + KD takes
+#           KD_LR (default 1e-4, the rate scripts/kd-lr-cpu.sh measures against 1e-3 and 1e-5). Every report row
+#           says the steps × prompts, MACs, seconds and share of 20000. The committed report was made with
+#           POOL=800 KD_LR=1e-3 bash scripts/make-smollm2-cpu.sh 100 (100 steps × 32 prompts per student).
 #   SEEDS   default "0 1 2". A seed draws the patching, validation, test and held-out-template prompts of its
 #           extraction runs and initialises its students; the report gives mean ± std over seeds.
 # EXTRACT_ONLY=1 stops after the extractions (and their records): a machine that cannot finish the build can
@@ -21,10 +22,12 @@
 # are only as good as the machine is quiet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${1:-100}
+budget=${1:-matched}
 seeds=${2:-0 1 2}
 batch=${3:-32}
-pool=$(( steps < 20000 ? steps * batch / 4 : 0 ))
+pool=${POOL:-2000}
+kd_lr=${KD_LR:-1e-4}
+if [ "$budget" = matched ]; then spend=(--budget matched); else spend=(--steps "$budget"); fi
 runs=runs/smollm2-cpu
 records=results/runs-smollm2-cpu  # every finished extraction, without its weights (python -m bench.tools.record)
 mkdir -p "$runs" "$records"
@@ -32,6 +35,8 @@ have() { [ -f "$1/metrics.json" ]; }
 for rec in "$records"/*/; do  # runs of earlier builds, rebuilt from their records and checked bit for bit
   rec=${rec%/}; [ -d "$rec" ] || continue
   run="$runs/$(basename "$rec")"
+  [ "$budget" != matched ] || grep -q '"build"' "$rec/metrics.json" || { echo "error: $rec was extracted" \
+    "before build MACs were counted, so no student can match it; git rm -r it to extract it again" >&2; exit 2; }
   have "$run" || { rm -rf "$run"; python3 -m bench.tools.record restore "$rec" "$run"; }
 done
 extract() {  # extract RUN ARGS...: the run, then its record
@@ -49,11 +54,11 @@ done
 for seed in $seeds; do
   for task in ioi greater-than acronyms; do
     ex="$runs/extract-$task-s$seed"
-    kd=(--steps "$steps" --batch-size "$batch" --val-every 25 --ckpt-every 50 --seed "$seed" --teacher-pool "$pool")
+    kd=("${spend[@]}" --batch-size "$batch" --val-every 100 --ckpt-every 500 --seed "$seed" --teacher-pool "$pool")
     have "$runs/distill-$task-s$seed" || bench distill --task "$task" --match "$ex" "${kd[@]}" \
         --out "$runs/distill-$task-s$seed" --overwrite
     have "$runs/circuit-kd-$task-s$seed" || bench distill --task "$task" --match "$ex" --init circuit "${kd[@]}" \
-        --out "$runs/circuit-kd-$task-s$seed" --overwrite
+        --lr "$kd_lr" --out "$runs/circuit-kd-$task-s$seed" --overwrite
   done
 done
 [ -n "${BUILD_ONLY:-}" ] && exit 0

@@ -15,7 +15,7 @@ from torchmetrics import Metric
 
 from models.types import BenchError
 from tasks import get_task
-from tasks.base import Example, Task, Tokenizer, draw_examples
+from tasks.base import Example, Task, Template, Tokenizer, after_bos, draw_examples
 
 SPLITS = ("patching", "val", "test", "test-heldout")
 SEARCH_SPLITS = ("patching", "val", "test")  # drawn together from the training templates
@@ -130,6 +130,22 @@ def make_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, n_test:
         splits["val"] = weigh_up(task, tok, splits, seed)
     splits["test-heldout"] = Split("test-heldout", tuple(task.examples(tok, n_test, seed, heldout=True)))
     return splits
+
+
+def phrasing_split(task: Task, tok: Tokenizer, template: Template, n: int, seed: int) -> Split:
+    """n prompts of one phrasing (an off-template one, say), as the task's own prompts are made: the BOS first
+    where one is due; drawn apart from every other split."""
+    space = after_bos(tok, task.space(tok, template))
+    return Split(template.name, tuple(draw_examples([space], n, seed, task.name, stream="off-template")))
+
+
+def off_template_split(task: Task, tok: Tokenizer, n: int, seed: int) -> Split | None:
+    """n prompts of each of the task's off-template phrasings (`Task.off_template`), of their own lengths, in one
+    split; None for a task without any."""
+    if not task.off_template:
+        return None
+    examples = (e for t in task.off_template for e in phrasing_split(task, tok, t, n, seed).examples)
+    return Split("off-template", tuple(examples))
 
 
 def every_length_splits(task: Task, tok: Tokenizer, n_patching: int, n_val: int, seed: int,

@@ -632,3 +632,21 @@ def test_the_per_template_rule_gives_one_circuit_from_each_engine_and_batch(mode
     fast, ref = jsonl(runs["fast"] / "steps.jsonl"), jsonl(runs["ref"] / "steps.jsonl")
     assert [s["delta"] for s in fast] == pytest.approx([s["delta"] for s in ref], rel=1e-4, abs=1e-6)
     assert all(s["worst_template"] for s in fast)
+
+
+def test_extract_scores_the_off_template_phrasings_and_names_the_worst(llama_ioi, tmp_path):
+    """A position-free run scores each off-template phrasing; a per-position one cannot take their lengths."""
+    from tasks import get_task
+
+    pooled = tmp_path / "pooled"
+    run_ok(extract_argv(tiny_llama_dir_of(llama_ioi), pooled, alpha=MAIN_ALPHA, ablation="mean-pooled",
+                        extra=("--fit-steps", "0")))
+    m = read_json(pooled / "metrics.json")
+    names = {t.name for t in get_task("ioi").off_template}
+    assert set(m["pruned"]["offtemplate_by_template"]) == names == set(m["full"]["offtemplate_by_template"])
+    assert m["pruned"]["offtemplate_worst"]["template"] in names
+    assert "offtemplate_accuracy" not in read_json(llama_ioi / "metrics.json")["pruned"]  # ablation mean
+
+
+def tiny_llama_dir_of(run: Path) -> Path:
+    return Path(read_json(run / "config.json")["args"]["model"])

@@ -26,7 +26,8 @@ TASK = "greater-than"
 SMALL = ["--n-patching", "4", "--n-val", "4", "--n-test", "8", "--fit-steps", "5"]
 RUNS = {"e-mlps-s0": MLPS, "e-heads-s0": HEADS, "d-random-s0": KD, "d-circuit-s0": CKD}
 COLUMNS = ["method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
-           "worst template Δ pts, test / held-out", "probability difference, test / held-out (gain)", "KL to full",
+           "worst template Δ pts, test / held-out / off-template", "probability difference, test / held-out (gain)",
+           "KL to full",
            "held-out KL",
            "latency b=8 ms median (p95)", "latency b=1 ms median (p95)", "generate 16 tokens b=1 ms (KV cache)",
            "build MACs", "build cost s",
@@ -224,7 +225,8 @@ def test_latency_fields_and_table_cells(result):
         assert cells[12] == ("—" if r["method"] in (FULL, HF) else f"{float(r['build_macs']):.3g}")
         if r["method"] not in (FULL, HF):  # the worst template against the full model's accuracy on it
             w, hw = float(r["worst_delta_pts"]), float(r["heldout_worst_delta_pts"])
-            assert cells[5].startswith(f"{w:+.1f} / {hw:+.1f} (")
+            ow = float(r["offtemplate_worst_delta_pts"])  # every model here is position-free
+            assert cells[5].startswith(f"{w:+.1f} / {hw:+.1f} / {ow:+.1f} (")
 
 
 def test_seeds_give_mean_std_and_their_own_test_splits(runs, seed1, tmp_path):
@@ -254,7 +256,8 @@ def test_print_compare(result):
     console = Console(record=True, width=250)
     print_compare(result, console)
     text = console.export_text()
-    missing = [label for label in (FULL, HF, MLPS, HEADS, KD, CKD, "b=8 ms (p95)", str(result.out)) if label not in text]
+    labels = (FULL, HF, MLPS, HEADS, KD, CKD, "b=8 ms (p95)", str(result.out))
+    missing = [label for label in labels if label not in text]
     assert not missing, (missing, text)
 
 

@@ -30,10 +30,11 @@ from models.surgery import prune, pruned_config
 from models.types import SCHEMES, BenchError, candidate_order
 from tasks import get_task
 from tasks.base import Task, Tokenizer
-from tasks.data import Split, TaskDataModule
+from tasks.data import Split, TaskDataModule, off_template_split
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
 SEARCH_RULES = ("mean", "template")
+OFF_TEMPLATE = 40  # prompts of each off-template phrasing that extract scores
 FIT_STEPS = 300
 FIT_JITTER = 3
 FIT_POOL = 64
@@ -227,12 +228,17 @@ def template_bins(task: Task, split: Split) -> tuple[list[int], list[str]]:
 
 def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:
     """Accuracy of the full and the pruned model, and the pruned model's KL to the full one, on the test split
-    (training templates) and on test-heldout (held-out templates), in batches of the DataModule's batch size."""
+    (training templates), on test-heldout (held-out templates) and, for a position-free model, on OFF_TEMPLATE
+    prompts of each of the task's off-template phrasings; per template too, and the template where the pruned model
+    falls furthest under the full one. In batches of the DataModule's batch size."""
     device, bs = next(model.parameters()).device, dm.batch_size or BATCH_SIZE
     full_fn = hf_last_logits(model)
     pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
     full, cut = dict(full_params), dict(count_params(pruned))
-    for prefix, split in (("test", dm.test), ("heldout", dm.heldout)):
+    off = None if pruned.cfg.positional else off_template_split(task, tokenizer, OFF_TEMPLATE, dm.seed)
+    for prefix, split in (("test", dm.test), ("heldout", dm.heldout), ("offtemplate", off)):
+        if split is None:
+            continue
         for out, fn in ((full, full_fn), (cut, pruned_fn)):
             ok = correct_each(task, tokenizer, fn, split, bs)
             out[f"{prefix}_accuracy"] = sum(ok) / len(ok)  # as `accuracy` counts it

@@ -52,12 +52,19 @@ class Measurement:
     heldout_score_gain: float = math.nan
     by_template: dict = field(default_factory=dict)  # accuracy per template of the test split, and the held-out one
     heldout_by_template: dict = field(default_factory=dict)
-    full_by_template: tuple[dict, dict] = ({}, {})  # the full model's, on the same splits
+    offtemplate_accuracy: float = math.nan  # on the task's off-template phrasings (position-free models)
+    offtemplate_kl_to_full: float = math.nan
+    offtemplate_by_template: dict = field(default_factory=dict)
+    offtemplate_score: float = math.nan
+    offtemplate_score_gain: float = math.nan
+    full_by_template: tuple[dict, dict, dict] = ({}, {}, {})  # the full model's, on the same splits
 
-    def worst(self, heldout: bool = False) -> dict | None:
-        """The template (of the test or the held-out split) where it falls furthest under the full model."""
-        mine, full = (self.heldout_by_template, self.full_by_template[1]) if heldout else (
-            self.by_template, self.full_by_template[0])
+    def worst(self, split: str = "test") -> dict | None:
+        """The template of the split ("test", "heldout" or "offtemplate") where it falls furthest under the full
+        model."""
+        i = ("test", "heldout", "offtemplate").index(split)
+        mine = (self.by_template, self.heldout_by_template, self.offtemplate_by_template)[i]
+        full = self.full_by_template[i] if len(self.full_by_template) > i else {}
         return worst(mine, full) if mine and full else None
 
     @property
@@ -148,7 +155,9 @@ METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "build_macs": lambda m: m.build_macs,
     "generate_median_ms": lambda m: m.generate.median_ms if m.generate else None,
     "worst_delta_pts": lambda m: (m.worst() or {}).get("delta_pts"),
-    "heldout_worst_delta_pts": lambda m: (m.worst(True) or {}).get("delta_pts"),
+    "heldout_worst_delta_pts": lambda m: (m.worst("heldout") or {}).get("delta_pts"),
+    "offtemplate_accuracy": lambda m: _finite(m.offtemplate_accuracy),
+    "offtemplate_worst_delta_pts": lambda m: (m.worst("offtemplate") or {}).get("delta_pts"),
     "score": lambda m: _finite(m.score),
     "score_gain": lambda m: _finite(m.score_gain),
     "heldout_score": lambda m: _finite(m.heldout_score),

@@ -28,7 +28,7 @@ def small(x: float) -> str:
 
 
 HEADER = ("method", "n", "non-emb params (Δ%)", "accuracy (Δ pts)", "held-out accuracy (Δ pts)",
-          "worst template Δ pts, test / held-out", "{score}",
+          "worst template Δ pts, test / held-out / off-template", "{score}",
           "KL to full", "held-out KL", "latency b={b} ms median (p95)", "latency b=1 ms median (p95)",
           "generate 16 tokens b=1 ms (KV cache)", "build MACs",
           "build cost s", "warm-up s (compile)")
@@ -70,10 +70,12 @@ def worst_cell(row: Row, short: bool = False) -> str:
     """The worst template's accuracy against the full model's on it, test / held-out (mean ± std over runs), and
     which templates they are for a single run."""
     if not row.reduced:  # the full model's weakest template, for reference
-        lows = [min(d.values()) for m in row.runs for d in (m.by_template, m.heldout_by_template) if d]
+        lows = [min(d.values()) for m in row.runs
+                for d in (m.by_template, m.heldout_by_template, m.offtemplate_by_template) if d]
         return f"lowest {100 * min(lows):.0f}%" if lows else "—"
-    cell = f"{pm(row['worst_delta_pts'], '+.1f')} / {pm(row['heldout_worst_delta_pts'], '+.1f')}"
-    names = [w["template"] for w in (row.runs[0].worst(), row.runs[0].worst(True)) if w]
+    cell = " / ".join(pm(row[k], "+.1f") for k in ("worst_delta_pts", "heldout_worst_delta_pts",
+                                                   "offtemplate_worst_delta_pts"))
+    names = [w["template"] for w in (row.runs[0].worst(s) for s in ("test", "heldout", "offtemplate")) if w]
     return cell + (f" ({' / '.join(names)})" if row.n == 1 and names and not short else "")
 
 

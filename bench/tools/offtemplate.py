@@ -22,13 +22,7 @@ from models.generate import hf_last_logits
 from models.io import load_pruned
 from models.types import BenchError
 from tasks import get_task
-from tasks.base import after_bos, draw_examples
-from tasks.data import Split
-
-
-def phrasing_split(task, tok, template, n: int, seed: int) -> Split:
-    space = after_bos(tok, task.space(tok, template))  # as the task's own prompts: the BOS first where one is due
-    return Split(template.name, tuple(draw_examples([space], n, seed, task.name, stream="off-template")))
+from tasks.data import phrasing_split
 
 
 def score_run(run: Path, model, tok, n: int, seed: int, device) -> list[dict]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from bench.core import progress
 from bench.core.budget import PAPER_STEPS
+from bench.core.pipeline import OFF_TEMPLATE
 from bench.report import tables as report
 from bench.core.metrics import by_template, correct_each, kl_to, scores
 from bench.core.latency import Latency, measure
@@ -32,7 +33,7 @@ from models.generate import LogitsFn, cached_greedy, hf_greedy
 from models.surgery import prune
 from models.types import BenchError
 from tasks import get_task
-from tasks.data import Split
+from tasks.data import Split, off_template_split
 
 REPORTS = ("md",)
 MIN_LATENCY_RUNS = 20
@@ -311,6 +312,7 @@ class TestSplits:
 
     test: Split
     heldout: Split
+    off: Split | None = None  # prompts of the task's off-template phrasings, drawn with the run's seed
 
     @property
     def digest(self) -> str:
@@ -318,8 +320,9 @@ class TestSplits:
         return hashlib.sha256(data.encode()).hexdigest()[:10]
 
 
-def read_test_splits(run: Run, vocab: int) -> TestSplits:
-    splits = TestSplits(*(RunDir(run.path).split(n) for n in ("test", "test-heldout")))
+def read_test_splits(run: Run, vocab: int, tokenizer) -> TestSplits:
+    off = off_template_split(get_task(run.task), tokenizer, OFF_TEMPLATE, run.seed)
+    splits = TestSplits(*(RunDir(run.path).split(n) for n in ("test", "test-heldout")), off)
     for split in (splits.test, splits.heldout):
         if max(max(e.input_ids) for e in split.examples) >= vocab:
             raise BenchError(f"{run.path}'s {split.name} split holds token ids beyond {run.model}'s vocabulary")
@@ -336,7 +339,11 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None,
     ids, runs, warmup, bs = splits.test.input_ids, b.args.latency_runs, b.args.warmup, b.args.batch_size
     out = {"latency": measure(model, ids[:bs], runs, warmup), "latency_b1": measure(model, ids[:1], runs, warmup),
            "generate": generation(eager, ids[:1], runs, warmup)}
-    for prefix, split in (("", splits.test), ("heldout_", splits.heldout)):
+    free = not (isinstance(eager, PrunedModel) and eager.cfg.positional)  # takes the off-template lengths
+    off = splits.off if free else None
+    for prefix, split in (("", splits.test), ("heldout_", splits.heldout), ("offtemplate_", off)):
+        if split is None:
+            continue
         out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
         ok = correct_each(get_task(task), b.tokenizer, fn, split, bs)
         out[f"{prefix}accuracy"] = sum(ok) / len(ok)
@@ -395,13 +402,14 @@ def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: LogitsFn, b:
                        count_params(model)["non_embedding"], **score(model, r.task, splits, ref, b),
                        full_non_embedding=full.non_embedding, full_accuracy=full.accuracy, search_s=r.search_s,
                        train_s=r.train_s, build_macs=r.build_macs, reported=r.reported, full_by_template=(
-                           full.by_template, full.heldout_by_template), full_latency_ms=full.latency.median_ms,
+                           full.by_template, full.heldout_by_template, full.offtemplate_by_template),
+                       full_latency_ms=full.latency.median_ms,
                        full_latency_b1_ms=full.latency_b1.median_ms, full_heldout_accuracy=full.heldout_accuracy)
 
 
 def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:
     """Every run on its test split, against the full model (and the HF reference) on each distinct split."""
-    splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size) for r in runs}
+    splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size, b.tokenizer) for r in runs}
     digests = {r.path: splits[r.path].digest for r in runs}
     fulls: list[Measurement] = []
     full: dict[str, tuple[Measurement, LogitsFn]] = {}

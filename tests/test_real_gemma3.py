@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def gemma_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gemma3") / "ioi"
     argv = ["extract", "--task", "ioi", "--model", "gemma3-270m", "--n-patching", "8", "--n-val", "8", "--n-test",
-            "10", "--fit-steps", "10", "--out", str(out)]  # a short fit: the check is pruned == hooks
+            "10", "--fit-steps", "10", "--n-offtemplate", "0", "--out", str(out)]  # a short fit: pruned == hooks
     assert main(argv) == 0
     return out
 

@@ -19,7 +19,7 @@ def ioi_run(tmp_path_factory):
     # the default 40 patching and 40 validation prompts: the task has 22 training templates, and 8 validation
     # prompts (what this test used when IOI was one template) gave a circuit that scored 4 of 8
     # every option at its default: the prompts drawn depend on --n-test too, so this is the README's run
-    argv = ["extract", "--task", "ioi", "--out", str(out)]
+    argv = ["extract", "--task", "ioi", "--n-offtemplate", "0", "--out", str(out)]  # off-template: drawn apart
     assert main(argv) == 0
     return out
 

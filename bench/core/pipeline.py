@@ -34,7 +34,6 @@ from tasks.data import Split, TaskDataModule, off_template_split
 
 ENGINES = {"fast": FastScorer, "reference": HookScorer}
 SEARCH_RULES = ("mean", "template")
-OFF_TEMPLATE = 40  # prompts of each off-template phrasing that extract scores
 FIT_STEPS = 300
 FIT_JITTER = 3
 FIT_POOL = 64
@@ -53,6 +52,8 @@ class SearchOptions:
         n_patching: prompts whose activations give the means.
         n_val: prompts that drive the KL of the search.
         n_test: held-out prompts for the reported accuracy.
+        n_offtemplate: prompts of each of the task's off-template phrasings that a position-free circuit and the
+            full model are scored on beside the test prompts (they change nothing else); 0: none.
         seed: seeds the prompts and everything else; the same seed gives the same circuit.
         overwrite: replace an existing output directory.
         device: cpu, cuda, cuda:N or auto.
@@ -95,6 +96,7 @@ class SearchOptions:
     n_patching: int = 40
     n_val: int = 40
     n_test: int = 100
+    n_offtemplate: int = 40
     seed: int = 0
     overwrite: bool = False
     device: str = "auto"
@@ -116,6 +118,8 @@ class SearchOptions:
         get_task(self.task)  # unknown task -> BenchError
         if self.ablation not in SCHEMES:
             raise BenchError(f"unknown --ablation {self.ablation!r}; use one of: {', '.join(SCHEMES)}")
+        if self.n_offtemplate < 0:
+            raise BenchError(f"--n-offtemplate must be >= 0 (0: none), got {self.n_offtemplate}")
         for name in ("n_patching", "n_val", "n_test", "batch_size", "speculate", "fit_batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
@@ -226,16 +230,18 @@ def template_bins(task: Task, split: Split) -> tuple[list[int], list[str]]:
     return [index[n] for n in names], templates
 
 
-def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict) -> dict:
+def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_params: dict,
+                    n_offtemplate: int = 40) -> dict:
     """Accuracy of the full and the pruned model, and the pruned model's KL to the full one, on the test split
-    (training templates), on test-heldout (held-out templates) and, for a position-free model, on OFF_TEMPLATE
+    (training templates), on test-heldout (held-out templates) and, for a position-free model, on `n_offtemplate`
     prompts of each of the task's off-template phrasings; per template too, and the template where the pruned model
     falls furthest under the full one. In batches of the DataModule's batch size."""
     device, bs = next(model.parameters()).device, dm.batch_size or BATCH_SIZE
     full_fn = hf_last_logits(model)
     pruned_fn = lambda ids: pruned(ids.to(device), last_only=True)  # noqa: E731
     full, cut = dict(full_params), dict(count_params(pruned))
-    off = None if pruned.cfg.positional else off_template_split(task, tokenizer, OFF_TEMPLATE, dm.seed)
+    off = None if pruned.cfg.positional or not n_offtemplate else off_template_split(task, tokenizer,
+                                                                                      n_offtemplate, dm.seed)
     for prefix, split in (("test", dm.test), ("heldout", dm.heldout), ("offtemplate", off)):
         if split is None:
             continue

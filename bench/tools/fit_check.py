@@ -37,7 +37,8 @@ def score(p, run: Path, full_params: dict, n: int, seed: int) -> dict:
     circuit = read_run(run).circuit
     pruned = prune(p.model, circuit.removed(), load_means(run / CONSTANTS).to(p.device))
     with torch.inference_mode():
-        m = evaluate_models(p.task, p.tokenizer, p.model, pruned, p.dm, full_params)["pruned"]
+        # no off-template prompts here: the check scores its own below
+        m = evaluate_models(p.task, p.tokenizer, p.model, pruned, p.dm, full_params, 0)["pruned"]
         off = [r for r in score_pruned(p.task, p.model, p.tokenizer, pruned, n, seed, p.device) if "refused" not in r]
     return {"test": m["test_accuracy"], "heldout": m["heldout_accuracy"], "offtemplate": mean(off, "pruned_accuracy"),
             "test_kl": m["test_kl_to_full"], "heldout_kl": m["heldout_kl_to_full"],

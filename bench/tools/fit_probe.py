@@ -57,7 +57,7 @@ def shifted(split: Split, tok) -> Split:
 def score(p, pruned, full_params: dict, n: int, seed: int) -> dict:
     """The pruned model's (and the full model's) accuracy and KL on every probe set."""
     full_fn, pruned_fn = hf_last_logits(p.model), (lambda ids: pruned(ids.to(p.device), last_only=True))
-    m = evaluate_models(p.task, p.tokenizer, p.model, pruned, p.dm, full_params)
+    m = evaluate_models(p.task, p.tokenizer, p.model, pruned, p.dm, full_params, 0)  # off-template: its own, below
     off = [r for r in score_pruned(p.task, p.model, p.tokenizer, pruned, n, seed, p.device) if "refused" not in r]
     shift = shifted(p.dm.test, p.tokenizer)
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows) if rows else float("nan")  # noqa: E731

@@ -19,7 +19,6 @@ from torch import nn
 
 from bench.core import progress
 from bench.core.budget import PAPER_STEPS
-from bench.core.pipeline import OFF_TEMPLATE
 from bench.report import tables as report
 from bench.core.metrics import by_template, correct_each, kl_to, scores
 from bench.core.latency import Latency, measure
@@ -62,6 +61,8 @@ class CompareArgs:
         compile: none (eager), default (torch.compile, inductor) or reduce-overhead (CUDA graphs), for the full and
             every pruned or distilled model alike; the HF reference stays eager. The warm-up covers compilation,
             and its time is in the report's warm-up column and runs.csv (warmup_s).
+        n_offtemplate: prompts of each of the task's off-template phrasings, drawn with each run's seed, that every
+            position-free model is scored on beside its test splits; 0: none.
     """
 
     task: str
@@ -77,6 +78,7 @@ class CompareArgs:
     hf_reference: bool = True
     batch_size: int = 100
     compile: str = "none"
+    n_offtemplate: int = 40
 
     def __post_init__(self) -> None:
         if self.task != "all":
@@ -97,6 +99,8 @@ class CompareArgs:
                              f"got {self.latency_runs}")
         if self.warmup < 0:
             raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.n_offtemplate < 0:
+            raise BenchError(f"--n-offtemplate must be >= 0 (0: none), got {self.n_offtemplate}")
         loading.resolve_dtype(self.dtype)
 
     def out_dir(self, model: str) -> Path:
@@ -320,8 +324,8 @@ class TestSplits:
         return hashlib.sha256(data.encode()).hexdigest()[:10]
 
 
-def read_test_splits(run: Run, vocab: int, tokenizer) -> TestSplits:
-    off = off_template_split(get_task(run.task), tokenizer, OFF_TEMPLATE, run.seed)
+def read_test_splits(run: Run, vocab: int, tokenizer, n_off: int) -> TestSplits:
+    off = off_template_split(get_task(run.task), tokenizer, n_off, run.seed) if n_off else None
     splits = TestSplits(*(RunDir(run.path).split(n) for n in ("test", "test-heldout")), off)
     for split in (splits.test, splits.heldout):
         if max(max(e.input_ids) for e in split.examples) >= vocab:
@@ -409,7 +413,7 @@ def measure_run(r: Run, splits: TestSplits, full: Measurement, ref: LogitsFn, b:
 
 def measure_task(task: str, runs: list[Run], b: Bench) -> TaskResult:
     """Every run on its test split, against the full model (and the HF reference) on each distinct split."""
-    splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size, b.tokenizer) for r in runs}
+    splits = {r.path: read_test_splits(r, b.full.cfg.vocab_size, b.tokenizer, b.args.n_offtemplate) for r in runs}
     digests = {r.path: splits[r.path].digest for r in runs}
     fulls: list[Measurement] = []
     full: dict[str, tuple[Measurement, LogitsFn]] = {}
@@ -440,7 +444,7 @@ def command_line(args: CompareArgs, out: Path) -> str:
             *(["--model", args.model] if args.model else []), "--report", args.report, "--out", str(out),
             "--device", args.device, "--dtype", args.dtype, "--latency-runs", str(args.latency_runs),
             "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--compile", args.compile,
-            "--hf-reference" if args.hf_reference else "--no-hf-reference"]
+            "--n-offtemplate", str(args.n_offtemplate), "--hf-reference" if args.hf_reference else "--no-hf-reference"]
     return shlex.join(argv + (["--overwrite"] if args.overwrite else []))
 
 

@@ -42,7 +42,7 @@ def extract(args: ExtractArgs, data: type[TaskDataModule] = TaskDataModule) -> P
                                 logger)
         pruned = prune(model, search.removed, fitted, meta={"task": args.task, "model": args.model})
         full_params = count_params_of(pruned_config(model, (), means))
-        metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params)
+        metrics = evaluate_models(task, tokenizer, model, pruned, dm, full_params, args.n_offtemplate)
         metrics["search"] = {"wall_s": wall, "forwards": search.scorer.forwards, "steps": len(search.steps),
                              "val_kl": search.kl, "engine": args.engine, "device": str(device), "dtype": args.dtype,
                              **searched_accuracy(task, tokenizer, model, search.removed, means, dm)}

@@ -111,7 +111,7 @@ def run_alpha(args: SweepArgs, ctx: Loaded, alpha: float, run: Path, full_params
     fitted, fit = fit_means(ctx.model, ctx.task, ctx.tokenizer, ctx.dm, frozenset(search.removed), ctx.means, one.fit,
                             args.seed, logger)
     pruned = prune(ctx.model, search.removed, fitted, meta={"task": args.task, "model": args.model})
-    m = evaluate_models(ctx.task, ctx.tokenizer, ctx.model, pruned, ctx.dm, full_params)
+    m = evaluate_models(ctx.task, ctx.tokenizer, ctx.model, pruned, ctx.dm, full_params, args.n_offtemplate)
     log_final(logger, m, len(search.order))
     p = m["pruned"]
     row = {"alpha": alpha, "kept_heads": len(circuit.heads), "kept_mlps": len(circuit.mlps),

@@ -38,6 +38,13 @@ def by_template(task: Task, split: Split, ok: list[bool]) -> dict[str, float]:
     return {name: sum(g) / len(g) for name, g in sorted(groups.items())}
 
 
+def accuracies(task: Task, tokenizer, fn: LogitsFn, split: Split,
+               batch_size: int = BATCH_SIZE) -> tuple[float, dict[str, float]]:
+    """`accuracy` and `by_template` from one pass of greedy answers."""
+    ok = correct_each(task, tokenizer, fn, split, batch_size)
+    return sum(ok) / len(ok), by_template(task, split, ok)
+
+
 def worst(mine: dict[str, float], full: dict[str, float]) -> dict:
     """The template where `mine` falls furthest under the full model: its name, accuracy and the full model's, and
     the difference in points (ties: the first by name)."""

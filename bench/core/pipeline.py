@@ -16,8 +16,7 @@ from bench.core.extraction import ExtractionModule, SearchProgress
 from bench.core.fitting import FitOptions, fit_or_interrupt, lightning_device
 from bench.core.match import ExtractionRun
 from bench.core.memory import GB, check_fits
-from bench.core.metrics import (BATCH_SIZE, accuracy, by_template, correct_each, kl_to, prefixed, scores,
-                                worst)
+from bench.core.metrics import BATCH_SIZE, accuracies, accuracy, kl_to, prefixed, scores, worst
 from bench.core.rundir import RunDir, default_dir
 from models import arch, loading
 from models.ablation import Means, collect_means
@@ -246,9 +245,7 @@ def evaluate_models(task, tokenizer, model, pruned, dm: TaskDataModule, full_par
         if split is None:
             continue
         for out, fn in ((full, full_fn), (cut, pruned_fn)):
-            ok = correct_each(task, tokenizer, fn, split, bs)
-            out[f"{prefix}_accuracy"] = sum(ok) / len(ok)  # as `accuracy` counts it
-            out[f"{prefix}_by_template"] = by_template(task, split, ok)
+            out[f"{prefix}_accuracy"], out[f"{prefix}_by_template"] = accuracies(task, tokenizer, fn, split, bs)
             out.update(prefixed(prefix, scores(task, tokenizer, fn, split, bs)))
         cut[f"{prefix}_kl_to_full"] = kl_to(full_fn, pruned_fn, split, bs)
         cut[f"{prefix}_worst"] = worst(cut[f"{prefix}_by_template"], full[f"{prefix}_by_template"])

@@ -19,7 +19,7 @@ from torch import nn
 
 from bench.core import progress
 from bench.core.latency import Latency, measure
-from bench.core.metrics import by_template, correct_each, kl_to, scores
+from bench.core.metrics import accuracies, kl_to, scores
 from bench.core.rundir import RunDir, check_out, publishing
 from bench.report import tables as report
 from bench.report.results import CKD, FULL, HF, CompareResult, Measurement, TaskResult
@@ -210,9 +210,7 @@ def score(model: nn.Module, task: str, splits: TestSplits, ref: LogitsFn | None,
         if split is None:
             continue
         out[f"{prefix}kl_to_full"] = 0.0 if ref is None else kl_to(ref, fn, split, bs)
-        ok = correct_each(get_task(task), b.tokenizer, fn, split, bs)
-        out[f"{prefix}accuracy"] = sum(ok) / len(ok)
-        out[f"{prefix}by_template"] = by_template(get_task(task), split, ok)
+        out[f"{prefix}accuracy"], out[f"{prefix}by_template"] = accuracies(get_task(task), b.tokenizer, fn, split, bs)
         out.update({f"{prefix}{k}": v for k, v in (scores(get_task(task), b.tokenizer, fn, split, bs) or {}).items()})
     return out
 
